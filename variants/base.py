@@ -1,0 +1,210 @@
+"""The one interface every adapter variant implements.
+
+An adapter wraps one frozen linear layer (``nn.Linear`` or GPT-2's transposed ``Conv1D``) and adds a
+small trainable update to its output. A variant is a subclass of :class:`Adapter` in its own file in
+this package, with a registry ``name``; it is found automatically (see ``variants/__init__.py``).
+
+A subclass provides:
+  * ``create_parameters(shared, **options)`` - make its trainable tensors (called from ``__init__``);
+  * ``update(x)`` - the adapter's contribution to the output, for an input that already went through
+    dropout (the default ``forward`` is ``base(x) + update(dropout(x))``);
+  * ``delta_weight()`` - the same update as a dense ``(out_features, in_features)`` matrix;
+and optionally overrides ``forward``/``merge``/``unmerge`` (DoRA does), ``prepare`` (model-level
+set-up done once before any layer is wrapped, e.g. VeRA's shared matrices) and ``combine``.
+
+Baselines that adapt no layer (full fine-tuning, head only) subclass :class:`Baseline` instead.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def is_transposed(layer: nn.Module) -> bool:
+    """GPT-2's ``Conv1D`` stores its weight as (in_features, out_features)."""
+    return type(layer).__name__ == "Conv1D"
+
+
+def layer_shape(layer: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of a linear-like layer."""
+    if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
+        return int(layer.in_features), int(layer.out_features)
+    if is_transposed(layer):
+        n_in, n_out = layer.weight.shape
+        return int(n_in), int(n_out)
+    raise TypeError(f"cannot adapt a {type(layer).__name__}: only linear layers are supported")
+
+
+def dense_weight(layer: nn.Module) -> torch.Tensor:
+    """The layer's weight as an (out_features, in_features) matrix (a view where possible)."""
+    if hasattr(layer, "dequantized_weight"):
+        return layer.dequantized_weight()
+    return layer.weight.T if is_transposed(layer) else layer.weight
+
+
+class Adapter(nn.Module):
+    """A frozen base layer plus a trainable update ``update(dropout(x))``."""
+
+    name: ClassVar[str] = ""
+    #: extra keyword options this variant accepts, with their defaults
+    options: ClassVar[dict[str, Any]] = {}
+    #: whether a rank above min(in, out) is worth a warning (it cannot raise the update's rank)
+    rank_bounded_by_layer: ClassVar[bool] = True
+    #: whether ``combine`` can add several saved adapters of this variant exactly
+    combinable: ClassVar[bool] = True
+
+    def __init__(self, base_layer: nn.Module, *, rank: int, alpha: float, dropout: float = 0.0,
+                 shared: Any = None, **options: Any):
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = layer_shape(base_layer)
+        self.rank = rank
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        settings = {**self.options, **options}
+        self.create_parameters(alpha=alpha, shared=shared, **settings)
+
+    # -- what a variant implements -------------------------------------------------------------
+    def create_parameters(self, *, alpha: float, shared: Any, **options: Any) -> None:
+        raise NotImplementedError
+
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update as a dense (out_features, in_features) matrix."""
+        raise NotImplementedError
+
+    @classmethod
+    def prepare(cls, model: nn.Module, targets: dict[str, nn.Module], rank: int, options: dict) -> Any:
+        """Model-level set-up, once, before the target layers are wrapped; returns ``shared``."""
+        return None
+
+    @classmethod
+    def scaling(cls, alpha: float, rank: int) -> float:
+        return alpha / rank
+
+    # -- shared behaviour ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        if self.merged:
+            return out
+        return out + self.update(self.dropout(x))
+
+    def _add_to_base_weight(self, delta: torch.Tensor) -> None:
+        weight = self.base_layer.weight
+        weight.data += (delta.T if is_transposed(self.base_layer) else delta).to(weight.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the update into the base weight: inference then costs what the base layer costs."""
+        if not self.merged:
+            self._add_to_base_weight(self.delta_weight())
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self._add_to_base_weight(-self.delta_weight())
+            self.merged = False
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """What ``variants.save`` writes for this layer: trainable tensors and persistent buffers."""
+        state = {n: p for n, p in self.named_parameters(recurse=False)}
+        state.update({n: b for n, b in self.named_buffers(recurse=False)
+                      if n not in self._non_persistent_buffers_set})
+        return state
+
+    def remove(self) -> nn.Module:
+        """Undo the adaptation and give back the base layer."""
+        self.unmerge()
+        return self.base_layer
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, merged={self.merged}"
+
+
+class LowRankAdapter(Adapter):
+    """h = W x + s * B A x with A (rank x in) and B (out x rank): LoRA and its relatives.
+
+    Options: ``init`` = ``kaiming`` (A Kaiming-uniform, B = 0), ``gaussian`` (A ~ N(0, 1/r), B = 0),
+    or ``random`` (both random, the frozen weight offset by -s*B0*A0 so the start still equals the
+    base model); ``trainable_alpha`` makes alpha a learned scalar.
+    """
+
+    options = {"init": "kaiming", "trainable_alpha": False}
+    inits = ("kaiming", "gaussian", "random")
+
+    def create_parameters(self, *, alpha: float, shared: Any, init: str, trainable_alpha: bool) -> None:
+        if init not in self.inits:
+            raise ValueError(f"{self.name}: unknown init {init!r}; choose one of {', '.join(self.inits)}")
+        weight = dense_weight(self.base_layer)
+        factory = {"device": weight.device, "dtype": torch.float32}
+        self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, self.rank, **factory))
+        if init == "gaussian":
+            nn.init.normal_(self.lora_A, std=1.0 / self.rank)
+        else:
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        if trainable_alpha:
+            self.alpha = nn.Parameter(torch.tensor(float(alpha), **factory))
+        else:
+            self.alpha = float(alpha)
+        if init == "random":
+            nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))
+            # Keep a copy of the starting factors: the base weight is offset by their product and a
+            # saved adapter must be able to apply the same offset to a fresh base model.
+            self.register_buffer("lora_A_init", self.lora_A.detach().clone())
+            self.register_buffer("lora_B_init", self.lora_B.detach().clone())
+            self.apply_init_offset(sign=-1)
+
+    @torch.no_grad()
+    def apply_init_offset(self, sign: int) -> None:
+        if hasattr(self, "lora_A_init"):
+            self._add_to_base_weight(sign * self.scale_value() * (self.lora_B_init @ self.lora_A_init))
+
+    def scale_value(self) -> torch.Tensor | float:
+        return self.scaling(self.alpha, self.rank)
+
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale_value()
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scale_value()
+
+    def remove(self) -> nn.Module:
+        self.unmerge()
+        self.apply_init_offset(sign=+1)
+        return self.base_layer
+
+    @classmethod
+    def combine(cls, states: list[dict[str, torch.Tensor]], configs: list[dict], weights: list[float]
+                ) -> tuple[dict[str, torch.Tensor], int, float]:
+        """Stack several adapters of one layer into one of rank sum(r_i) whose update is exactly
+        sum_i w_i * delta_i. Returns (state, rank, alpha)."""
+        rank = sum(c["rank"] for c in configs)
+        alpha = float(configs[0]["alpha"])
+        new_scale = cls.scaling(alpha, rank)
+        a_parts, b_parts = [], []
+        for state, config, w in zip(states, configs, weights):
+            if "lora_A_init" in state:
+                raise ValueError(f"{cls.name}: combine does not support adapters made with init='random'")
+            old_alpha = float(state["alpha"]) if "alpha" in state else float(config["alpha"])
+            old_scale = cls.scaling(old_alpha, config["rank"])
+            a_parts.append(state["lora_A"])
+            b_parts.append(state["lora_B"] * (w * old_scale / new_scale))
+        return {"lora_A": torch.cat(a_parts, 0), "lora_B": torch.cat(b_parts, 1)}, rank, alpha
+
+
+class Baseline:
+    """A comparison point that adapts no layer: it only decides what is trainable."""
+
+    name: ClassVar[str] = ""
+
+    @staticmethod
+    def set_trainable(model: nn.Module, head_prefixes: list[str]) -> None:
+        raise NotImplementedError

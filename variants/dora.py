@@ -1,0 +1,84 @@
+"""DoRA (Liu et al., 2024): W' = m * (W + dW) / ||W + dW||, the norm taken per output feature.
+
+m starts at the norms of W, dW is a LoRA update; the norm is a constant for the backward pass (DoRA
+paper, section 4.3). The row norms are computed without forming the (out x in) matrix W + dW:
+||W + s B A||^2 = ||W||^2 + 2 s <W A^T, B> + s^2 <B (A A^T), B>, row by row, where ||W||^2 is
+computed once (W is frozen).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import LowRankAdapter, dense_weight
+
+
+class DoRA(LowRankAdapter):
+    name = "dora"
+
+    def create_parameters(self, **kwargs):
+        super().create_parameters(**kwargs)
+        with torch.no_grad():
+            weight = dense_weight(self.base_layer).float()
+            self.magnitude = nn.Parameter(self.norm_of(weight + LowRankAdapter.delta_weight(self)))
+
+    @staticmethod
+    def norm_of(weight):
+        return torch.linalg.vector_norm(weight, dim=1)
+
+    @torch.no_grad()
+    def weight_norm(self) -> torch.Tensor:
+        """Row norms of W + s B A, detached, in O(out * in * r) without the dense sum."""
+        weight = dense_weight(self.base_layer)
+        scale = self.scale_value()
+        if not torch.is_tensor(scale) and scale == 0:
+            return self.norm_of(weight)
+        key = (weight.data_ptr(), weight._version, weight.device)
+        if getattr(self, "_base_norm_key", None) != key:
+            self._base_norm_sq = weight.float().pow(2).sum(1)
+            self._base_norm_key = key
+        a, b = self.lora_A, self.lora_B
+        cross = (F.linear(weight, a) * b).sum(1)  # <W_i, (B A)_i> via W A^T
+        lora_sq = ((b @ (a @ a.T)) * b).sum(1)     # ||(B A)_i||^2 via B (A A^T)
+        norm_sq = self._base_norm_sq + 2 * scale * cross + scale * scale * lora_sq
+        return norm_sq.clamp_min(0).sqrt()
+
+    def forward(self, x):
+        base = self.base_layer(x)
+        if self.merged:
+            return base
+        factor = self.magnitude / self.weight_norm()
+        if isinstance(self.dropout, nn.Identity) or not self.training:
+            dropped = x
+            bias = getattr(self.base_layer, "bias", None)
+            plain = base - bias if bias is not None else base  # W x, reused from the base output
+        else:
+            dropped = self.dropout(x)
+            plain = F.linear(dropped, dense_weight(self.base_layer))
+        # m/||W+dW|| * (W + dW) x + bias, written as a correction of the base output
+        return base + (factor - 1) * plain + factor * super().update(dropped)
+
+    def delta_weight(self):
+        """The dense change of the weight that DoRA makes: m * (W + dW) / ||W + dW|| - W."""
+        weight = dense_weight(self.base_layer).float()
+        combined = weight + super().delta_weight()
+        return (self.magnitude / self.norm_of(combined).detach()).unsqueeze(1) * combined - weight
+
+    @torch.no_grad()
+    def merge(self):
+        if not self.merged:
+            self._merged_delta = self.delta_weight()
+            self._add_to_base_weight(self._merged_delta)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        if self.merged:
+            self._add_to_base_weight(-self._merged_delta)
+            del self._merged_delta
+            self.merged = False
+
+    @classmethod
+    def combine(cls, states, configs, weights):
+        state, rank, alpha = super().combine(states, configs, weights)
+        state["magnitude"] = sum(w * s["magnitude"] for s, w in zip(states, weights))
+        return state, rank, alpha

@@ -1,0 +1,12 @@
+"""rsLoRA (Kalajdzievski, 2023): LoRA scaled by alpha / sqrt(r), so that higher ranks keep learning."""
+import math
+
+from .base import LowRankAdapter
+
+
+class RSLoRA(LowRankAdapter):
+    name = "rslora"
+
+    @classmethod
+    def scaling(cls, alpha, rank):
+        return alpha / math.sqrt(rank)

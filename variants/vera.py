@@ -1,0 +1,80 @@
+"""VeRA (Kopiczko et al., 2024): h = W x + diag(b) B diag(d) A x.
+
+A (r x max in_features) and B (max out_features x r) are frozen random matrices, made once per model
+from a seed and shared by every adapted layer (each layer uses the top-left slice it needs). Each layer
+trains only d (length r, starts at ``d_initial``) and b (length out_features, starts at 0).
+
+The update is computed in whichever order costs less for the input at hand: token by token through
+the rank-r bottleneck, or by forming the dense (out x in) update once per forward and running a single
+matmul with W + dW, which is cheaper when r is large next to the layer's width.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Adapter, dense_weight, layer_shape
+
+
+class VeraProjection(nn.Module):
+    """The shared frozen pair (A, B), regenerated from ``seed``: never saved per layer."""
+
+    def __init__(self, rank: int, max_in: int, max_out: int, seed: int):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        a = torch.empty(rank, max_in).uniform_(-math.sqrt(6 / max_in), math.sqrt(6 / max_in), generator=generator)
+        b = torch.empty(max_out, rank).uniform_(-math.sqrt(6 / rank), math.sqrt(6 / rank), generator=generator)
+        self.seed = seed
+        self.register_buffer("A", a, persistent=False)
+        self.register_buffer("B", b, persistent=False)
+
+
+class VeRA(Adapter):
+    name = "vera"
+    options = {"d_initial": 0.1, "projection_seed": 0}
+    rank_bounded_by_layer = False
+    combinable = False
+
+    @classmethod
+    def prepare(cls, model, targets, rank, options):
+        shapes = [layer_shape(layer) for layer in targets.values()]
+        projection = VeraProjection(rank, max(i for i, _ in shapes), max(o for _, o in shapes),
+                                    int(options.get("projection_seed", cls.options["projection_seed"])))
+        weight = dense_weight(next(iter(targets.values())))
+        projection.to(weight.device)
+        model.add_module("vera_projection", projection)
+        return projection
+
+    def create_parameters(self, *, alpha, shared, d_initial, projection_seed):
+        # a plain attribute, not a submodule: the pair is stored once, on the model
+        object.__setattr__(self, "projection", shared)
+        device = shared.A.device
+        self.lambda_d = nn.Parameter(torch.full((self.rank,), float(d_initial), device=device))
+        self.lambda_b = nn.Parameter(torch.zeros(self.out_features, device=device))
+
+    def sliced(self):
+        return self.projection.A[:, : self.in_features], self.projection.B[: self.out_features, :]
+
+    def update(self, x):
+        a, b = self.sliced()
+        return self.lambda_b * F.linear(self.lambda_d * F.linear(x, a), b)
+
+    def delta_weight(self):
+        a, b = self.sliced()
+        return (self.lambda_b.unsqueeze(1) * b) @ (self.lambda_d.unsqueeze(1) * a)
+
+    def dense_is_cheaper(self, x) -> bool:
+        tokens = x.numel() // self.in_features
+        n_in, n_out, r = self.in_features, self.out_features, self.rank
+        per_token = 2 * tokens * r * (n_in + n_out)      # forward + backward through the bottleneck
+        dense = tokens * n_in * n_out + 3 * r * n_in * n_out  # weight gradient + building dW
+        return dense < per_token
+
+    def forward(self, x):
+        if self.merged:
+            return self.base_layer(x)
+        if isinstance(self.dropout, nn.Identity) and self.dense_is_cheaper(x):
+            weight = dense_weight(self.base_layer)
+            return F.linear(x, weight + self.delta_weight().to(weight.dtype), self.base_layer.bias)
+        return self.base_layer(x) + self.update(self.dropout(x))
