@@ -1,0 +1,79 @@
+"""Result records: one JSON file per configuration, written atomically.
+
+A record lives at ``<results dir>/runs/<config hash>.json``. It is written once, at the end of a run,
+to a temporary file in the same folder and then renamed over the final name (``os.replace`` is atomic
+on POSIX), so a reader sees either the previous record or the new one, never half of one; a run killed
+at any moment leaves at most a stray ``.tmp`` file, which readers ignore. Parallel runs write
+different files, so nothing is lost between them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+RUNS_FOLDER = "runs"
+# Keys of the resolved config that do not change what a run computes, so they stay out of its hash.
+NOT_HASHED = ("results", "logger", "wandb", "experiment_name")
+NOT_HASHED_DATA = ("glue_dir",)
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of everything that decides a run's outcome."""
+    payload = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    if isinstance(payload.get("data"), dict):
+        payload["data"] = {k: v for k, v in payload["data"].items() if k not in NOT_HASHED_DATA}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def record_path(results_dir, run_hash: str) -> Path:
+    return Path(results_dir) / RUNS_FOLDER / f"{run_hash}.json"
+
+
+def read_record(path) -> dict | None:
+    """The record at ``path``, or None if there is none or it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def has_successful_record(results_dir, run_hash: str) -> bool:
+    record = read_record(record_path(results_dir, run_hash))
+    return bool(record) and record.get("status") == "ok"
+
+
+def write_record(results_dir, record: dict) -> Path:
+    """Write ``record`` atomically; a failed attempt never replaces an earlier successful one."""
+    path = record_path(results_dir, record["config_hash"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if record.get("status") != "ok" and has_successful_record(results_dir, record["config_hash"]):
+        return path
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle, indent=1, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def git_commit(folder) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

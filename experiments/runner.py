@@ -1,0 +1,127 @@
+"""One configuration in, one result record out: check, load data, load model, adapt, train, evaluate,
+record. Knows no variant by name: everything variant-specific comes from the config and ``variants``."""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
+
+import variants
+from variants.model import check_settings
+
+from . import data, metrics, results
+from .models import load_model_and_tokenizer, resolve_name_or_path
+from .train import train_and_evaluate
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_baseline(variant_name: str) -> bool:
+    return issubclass(variants.lookup(variant_name), variants.Baseline)
+
+
+def normalized(cfg: dict) -> dict:
+    """The config as hashed and recorded: settings a baseline ignores are blanked, so a rank sweep
+    does not train the same baseline once per rank."""
+    cfg = dict(cfg)
+    if is_baseline(cfg["variant"]["name"]):
+        cfg.update(rank=None, alpha=None, target_modules=None, dropout=None)
+        cfg["variant"] = {**cfg["variant"], "options": {}}
+    return cfg
+
+
+def check_config(cfg: dict) -> None:
+    """Everything that can be checked without data or model, in well under a second."""
+    variant = cfg["variant"]
+    check_settings(variant["name"], cfg["rank"], cfg["alpha"], cfg["dropout"], dict(variant.get("options") or {}))
+    train = cfg["train"]
+    for key in ("lr", "batch_size"):
+        if not (train.get(key) and train[key] > 0):
+            raise ValueError(f"train.{key} must be > 0, got {train.get(key)!r}")
+    if not (train.get("max_steps") or (train.get("epochs") or 0) > 0):
+        raise ValueError("set train.epochs > 0 or train.max_steps > 0")
+
+
+def target_modules_text(value) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else ",".join(map(str, value))
+
+
+def base_record(cfg: dict, run_hash: str) -> dict:
+    train, data_cfg = cfg["train"], cfg["data"]
+    return {
+        "config_hash": run_hash, "status": None, "error": None, "timestamp": results.now(),
+        "git_commit": results.git_commit(REPO_ROOT), "experiment": cfg.get("experiment_name"),
+        "variant": cfg["variant"]["name"], "task": cfg["task"]["name"], "model": cfg["model"].get("name_or_path") or cfg["model"]["name"],
+        "model_name_or_path": cfg["model"].get("name_or_path"), "rank": cfg["rank"],
+        "alpha": cfg["alpha"], "target_modules": target_modules_text(cfg["target_modules"]),
+        "dropout": cfg["dropout"], "seed": cfg["seed"], "lr": train["lr"], "head_lr": train.get("head_lr"),
+        "epochs": train.get("epochs"), "max_steps": train.get("max_steps"), "batch_size": train["batch_size"],
+        "max_length": train.get("max_length"), "warmup": train.get("warmup"),
+        "weight_decay": train.get("weight_decay"), "max_train_samples": data_cfg.get("max_train_samples"),
+        "config": cfg,
+    }
+
+
+def adapter_file_bytes(model, keep_in) -> int:
+    """Size of what ``variants.save`` writes for this model; kept only when ``keep_in`` is given."""
+    folder = Path(keep_in) if keep_in else Path(tempfile.mkdtemp(prefix="adapter-"))
+    try:
+        variants.save(model, folder)
+        return (folder / "adapter.safetensors").stat().st_size
+    finally:
+        if not keep_in:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(cfg: dict, log_metrics=None, show_progress=True) -> dict:
+    """Train and evaluate one configuration; returns its record (also written to the results dir)."""
+    cfg = normalized(cfg)
+    check_config(cfg)
+    results_dir = Path(cfg["results"]["dir"])
+    run_hash = results.config_hash(cfg)
+    if cfg["results"].get("skip_existing", True) and results.has_successful_record(results_dir, run_hash):
+        log.info("skipping %s: a successful record exists at %s", run_hash, results.record_path(results_dir, run_hash))
+        return {**results.read_record(results.record_path(results_dir, run_hash)), "skipped": True}
+
+    import transformers
+
+    transformers.set_seed(cfg["seed"], deterministic=False)
+    task, train = cfg["task"], cfg["train"]
+    splits = data.load_splits(task, cfg["data"].get("glue_dir"), cfg["data"].get("max_train_samples"),
+                              cfg["data"].get("max_eval_samples"), seed=cfg["seed"])
+    name_or_path = resolve_name_or_path(cfg["model"])
+    model, tokenizer = load_model_and_tokenizer(name_or_path, task["num_labels"], cfg["model"].get("dtype", "float32"))
+    total = sum(p.numel() for p in model.parameters())
+    variant = cfg["variant"]
+    variants.apply(model, variant["name"], rank=cfg["rank"] or 1, alpha=cfg["alpha"],
+                   target_modules=cfg["target_modules"] or "all-linear", dropout=cfg["dropout"] or 0.0,
+                   **dict(variant.get("options") or {}))
+    record = base_record(cfg, run_hash)
+    record["model_name_or_path"] = name_or_path
+    try:
+        trainable = variants.trainable_parameters(model)
+        train_loader, eval_loaders = data.make_loaders(splits, tokenizer, task, train["batch_size"],
+                                                       train.get("max_length", 128), seed=cfg["seed"],
+                                                       eval_batch_size=train.get("eval_batch_size"))
+        heads = variants.targets.head_prefixes(model)
+        outcome = train_and_evaluate(model, train_loader, eval_loaders, task, train, heads, log_metrics,
+                                     show_progress)
+        keep = results_dir / "adapters" / run_hash if cfg["results"].get("keep_adapters") else None
+        record.update(
+            status="ok", metrics=outcome.metrics, main_metric=task["main_metric"],
+            main_score=metrics.main_score(task, outcome.metrics), eval_loss=outcome.eval_loss,
+            trainable_params=trainable, total_params=total, adapter_bytes=adapter_file_bytes(model, keep),
+            train_seconds=outcome.train_seconds, steps=outcome.steps, seconds_per_step=outcome.seconds_per_step,
+            peak_memory_mb=outcome.peak_memory_mb, device=outcome.device, learning_curve=outcome.learning_curve)
+    except Exception as error:  # the run failed: record why, let the sweep go on
+        log.error("run %s failed: %s", run_hash, traceback.format_exc())
+        record.update(status="failed", error=f"{type(error).__name__}: {error}")
+    record["timestamp"] = results.now()
+    results.write_record(results_dir, record)
+    return record
+

@@ -1,0 +1,176 @@
+"""The one training loop every variant and baseline goes through, so comparisons are fair.
+
+AdamW, linear warmup then linear decay, gradient clipping, an optional separate learning rate for the
+task head; built on ``accelerate`` (devices, several GPUs, mixed precision come from it).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from . import metrics as task_metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainOutcome:
+    metrics: dict
+    eval_loss: float
+    steps: int
+    train_seconds: float
+    peak_memory_mb: float
+    device: str
+    learning_curve: list = field(default_factory=list)
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.train_seconds / max(self.steps, 1)
+
+
+class PeakMemory:
+    """Peak resident memory of this process while in the block (CPU), or peak allocated CUDA memory."""
+
+    def __init__(self, device: torch.device, interval: float = 0.02):
+        self.device, self.interval, self.peak = device, interval, 0
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * 4096
+
+    def _sample(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.rss())
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak = self.rss()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self.rss())
+
+    @property
+    def megabytes(self) -> float:
+        return self.peak / 2**20
+
+
+def head_parameter_names(model, head_prefixes) -> set[str]:
+    return {n for n, _ in model.named_parameters() if any(n.startswith(p + ".") for p in head_prefixes)}
+
+
+def parameter_groups(model, lr, head_lr, weight_decay, head_prefixes):
+    """AdamW groups: weight decay on matrices only; the head at ``head_lr`` when one is given."""
+    head_names = head_parameter_names(model, head_prefixes)
+    groups: dict[tuple, list] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        group_lr = head_lr if (head_lr and name in head_names) else lr
+        decay = weight_decay if parameter.ndim >= 2 else 0.0
+        groups.setdefault((group_lr, decay), []).append(parameter)
+    return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
+
+
+@torch.no_grad()
+def evaluate(model, eval_loaders, task, accelerator) -> tuple[dict, float]:
+    """Run every eval split; keys of a split other than 'validation' get its suffix
+    (MNLI: 'validation_mismatched' -> 'accuracy_mismatched')."""
+    model.eval()
+    results, losses = {}, []
+    for split, loader in eval_loaders.items():
+        logits, labels = [], []
+        for batch in loader:
+            out = model(**batch)
+            losses.append(out.loss.item())
+            logits.append(accelerator.gather_for_metrics(out.logits).float().cpu().numpy())
+            labels.append(accelerator.gather_for_metrics(batch["labels"]).cpu().numpy())
+        scores = task_metrics.compute(task, np.concatenate(logits), np.concatenate(labels))
+        suffix = split.removeprefix("validation").lstrip("_")
+        results.update({f"{k}_{suffix}" if suffix else k: v for k, v in scores.items()})
+    model.train()
+    return results, float(np.mean(losses)) if losses else math.nan
+
+
+def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_prefixes=(), log=None,
+                       show_progress=True) -> TrainOutcome:
+    accelerator = Accelerator(mixed_precision=train_cfg.get("mixed_precision", "no"),
+                              cpu=train_cfg.get("device") == "cpu")
+    steps_per_epoch = len(train_loader)
+    max_steps = train_cfg.get("max_steps") or math.ceil(train_cfg["epochs"] * steps_per_epoch)
+    optimizer = torch.optim.AdamW(parameter_groups(model, train_cfg["lr"], train_cfg.get("head_lr"),
+                                                   train_cfg.get("weight_decay", 0.0), head_prefixes))
+    warmup = train_cfg.get("warmup", 0.0)
+    warmup_steps = int(warmup * max_steps) if warmup < 1 else int(warmup)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    eval_each_epoch = train_cfg.get("eval_each_epoch", True)
+    log_every = max(1, int(train_cfg.get("log_every", 50)))
+    curve, step, running = [], 0, []
+    progress = tqdm(total=max_steps, disable=not show_progress or not accelerator.is_local_main_process,
+                    desc="train", mininterval=2.0)
+    model.train()
+    train_seconds = 0.0
+    with PeakMemory(accelerator.device) as memory:
+        while step < max_steps:
+            start = time.perf_counter()
+            for batch in train_loader:
+                loss = model(**batch).loss
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}")
+                accelerator.backward(loss)
+                if train_cfg.get("grad_clip"):
+                    accelerator.clip_grad_norm_(trainable, train_cfg["grad_clip"])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                running.append(loss.item())
+                progress.update(1)
+                if step % log_every == 0:
+                    curve.append({"step": step, "epoch": step / steps_per_epoch,
+                                  "loss": float(np.mean(running)), "eval": None})
+                    progress.set_postfix(loss=f"{curve[-1]['loss']:.4f}")
+                    if log:
+                        log({"train/loss": curve[-1]["loss"], "train/lr": scheduler.get_last_lr()[0]}, step)
+                    running = []
+                if step >= max_steps:
+                    break
+            train_seconds += time.perf_counter() - start
+            if eval_each_epoch and step < max_steps:
+                scores, _ = evaluate(model, eval_loaders, task, accelerator)
+                main = task_metrics.main_score(task, scores)
+                curve.append({"step": step, "epoch": step / steps_per_epoch, "loss": None, "eval": main})
+                if log:
+                    log({f"eval/{k}": v for k, v in scores.items()}, step)
+    progress.close()
+    scores, eval_loss = evaluate(model, eval_loaders, task, accelerator)
+    curve.append({"step": step, "epoch": step / steps_per_epoch, "loss": None,
+                  "eval": task_metrics.main_score(task, scores)})
+    if log:
+        log({f"eval/{k}": v for k, v in scores.items()}, step)
+    return TrainOutcome(metrics=scores, eval_loss=eval_loss, steps=step, train_seconds=train_seconds,
+                        peak_memory_mb=memory.megabytes, device=str(accelerator.device), learning_curve=curve)
