@@ -93,11 +93,15 @@ class Adapter(nn.Module):
         out = self.base_layer(x)
         if self.merged:
             return out
-        return out + self.update(self.dropout(x))
+        # the adapter computes in its own dtype (float32); a half-precision base gets its dtype back
+        return out + self.update(self.dropout(x)).to(out.dtype)
 
+    @torch.no_grad()
     def _add_to_base_weight(self, delta: torch.Tensor) -> None:
+        # an in-place add (not ``weight.data +=``) so that the weight's version counter moves on and
+        # caches keyed on it (DoRA's base norm) see the change
         weight = self.base_layer.weight
-        weight.data += (delta.T if is_transposed(self.base_layer) else delta).to(weight.dtype)
+        weight.add_((delta.T if is_transposed(self.base_layer) else delta).to(weight.dtype))
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -139,6 +143,12 @@ class LowRankAdapter(Adapter):
     options = {"init": "kaiming", "trainable_alpha": False}
     inits = ("kaiming", "gaussian", "random")
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Called by ``variants.apply`` before any layer is touched."""
+        if options["init"] not in cls.inits:
+            raise ValueError(f"{cls.name}: unknown init {options['init']!r}; choose one of {', '.join(cls.inits)}")
+
     def create_parameters(self, *, alpha: float, shared: Any, init: str, trainable_alpha: bool) -> None:
         if init not in self.inits:
             raise ValueError(f"{self.name}: unknown init {init!r}; choose one of {', '.join(self.inits)}")
@@ -154,6 +164,8 @@ class LowRankAdapter(Adapter):
             self.alpha = nn.Parameter(torch.tensor(float(alpha), **factory))
         else:
             self.alpha = float(alpha)
+        # the scale the starting offset is made with: fixed, even when alpha is trained later
+        self.init_scale = self.scaling(float(alpha), self.rank)
         if init == "random":
             nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))
             # Keep a copy of the starting factors: the base weight is offset by their product and a
@@ -165,12 +177,13 @@ class LowRankAdapter(Adapter):
     @torch.no_grad()
     def apply_init_offset(self, sign: int) -> None:
         if hasattr(self, "lora_A_init"):
-            self._add_to_base_weight(sign * self.scale_value() * (self.lora_B_init @ self.lora_A_init))
+            self._add_to_base_weight(sign * self.init_scale * (self.lora_B_init @ self.lora_A_init))
 
     def scale_value(self) -> torch.Tensor | float:
         return self.scaling(self.alpha, self.rank)
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.lora_A.dtype)
         return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale_value()
 
     def delta_weight(self) -> torch.Tensor:

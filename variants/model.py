@@ -25,6 +25,10 @@ FORMAT_VERSION = 1
 def check_settings(name: str, rank, alpha, dropout, options: dict) -> tuple[type, float]:
     """Validate everything that needs no model; returns the variant class and the resolved alpha."""
     cls = lookup(name)
+    unknown = sorted(set(options) - set(getattr(cls, "options", {})))
+    if unknown:
+        valid = ", ".join(f"{k} (default {v!r})" for k, v in getattr(cls, "options", {}).items()) or "none"
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for variant {name!r}; valid options: {valid}")
     if issubclass(cls, Baseline):
         return cls, alpha
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
@@ -34,10 +38,6 @@ def check_settings(name: str, rank, alpha, dropout, options: dict) -> tuple[type
         raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
     if not 0 <= float(dropout) < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    unknown = sorted(set(options) - set(cls.options))
-    if unknown:
-        valid = ", ".join(f"{k} (default {v!r})" for k, v in cls.options.items()) or "none"
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for variant {name!r}; valid options: {valid}")
     if hasattr(cls, "check_options"):
         cls.check_options({**cls.options, **options})
     return cls, alpha
@@ -72,7 +72,7 @@ def apply(model: nn.Module, name: str, *, rank: int = 8, alpha: float | None = N
                     break
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-        shared = cls.prepare(model, targets, rank, {**cls.options, **options})
+        shared = cls.prepare(model, targets, rank, {**cls.options, **options, "head_modules": tuple(head_modules)})
         for layer_name, layer in targets.items():
             set_module(model, layer_name, cls(layer, rank=rank, alpha=alpha, dropout=dropout, shared=shared,
                                               **options))
@@ -120,7 +120,8 @@ def _fingerprint(model: nn.Module) -> dict:
     fingerprint = {"model_class": type(model).__name__}
     get_embeddings = getattr(model, "get_input_embeddings", None)
     embeddings = get_embeddings() if get_embeddings else None
-    if embeddings is not None and getattr(model, "variant_config", {}).get("variant") != "full":
+    config = getattr(model, "variant_config", None) or {}  # None after variants.remove
+    if embeddings is not None and config.get("variant") != "full":
         weight = embeddings.weight.detach().double()
         fingerprint["embedding_shape"] = list(weight.shape)
         fingerprint["embedding_checksum"] = [float(weight.sum()), float(weight.abs().sum())]
@@ -206,32 +207,26 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source) -> Non
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise ValueError(f"{source} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    per_layer: dict[str, dict] = {}
-    for key, tensor in state.items():
+    targets = {}
+    for key, tensor in state.items():  # check everything before changing anything
         layer_name, _, attr = key.rpartition(".")
-        if layer_name in layers:
-            per_layer.setdefault(layer_name, {})[attr] = tensor
-        else:
-            _copy_checked(own[key], tensor, key, source)
-    for layer_name, layer_state in per_layer.items():
-        layer = layers[layer_name]
-        with torch.no_grad():
-            restore = getattr(layer, "apply_init_offset", None)
-            if restore:
-                restore(sign=+1)
-            for attr, tensor in layer_state.items():
-                _copy_checked(getattr(layer, attr), tensor, f"{layer_name}.{attr}", source)
-            if restore:
-                restore(sign=-1)
+        targets[key] = getattr(layers[layer_name], attr) if layer_name in layers else own[key]
+        check_fits(targets[key], tensor, key, source)
+    offset_layers = [layer for layer in layers.values() if hasattr(layer, "apply_init_offset")]
+    with torch.no_grad():
+        for layer in offset_layers:  # init="random": take out the offset of the fresh starting factors...
+            layer.apply_init_offset(sign=+1)
+        for key, tensor in state.items():
+            targets[key].copy_(tensor)
+        for layer in offset_layers:  # ...and put in the offset of the saved ones
+            layer.apply_init_offset(sign=-1)
 
 
-def _copy_checked(target, tensor, key, source) -> None:
+def check_fits(target, tensor, key, source) -> None:
     if not torch.is_tensor(target):
         raise ValueError(f"{source}: {key} is not a tensor of this model's adapter")
     if target.shape != tensor.shape:
         raise ValueError(f"{source}: {key} has shape {tuple(tensor.shape)}, this model needs {tuple(target.shape)}")
-    with torch.no_grad():
-        target.copy_(tensor)
 
 
 def load(model: nn.Module, folder) -> nn.Module:
@@ -248,7 +243,11 @@ def _install(model, config, state, source):
     apply(model, config["variant"], rank=config["rank"], alpha=config["alpha"],
           target_modules=config["target_modules"], dropout=config.get("dropout", 0.0),
           head_modules=tuple(config.get("head_modules", HEAD_NAMES)), **config.get("options", {}))
-    _load_state(model, state, source)
+    try:
+        _load_state(model, state, source)
+    except BaseException:
+        remove(model)  # leave the base model, not a half-loaded adapter
+        raise
     return model
 
 
@@ -272,6 +271,8 @@ def combine(model: nn.Module, folders, weights) -> nn.Module:
     for folder, config in zip(folders, configs):
         _check_base(model, config, folder)
     layer_names = {k.rpartition(".")[0] for k in saved[0][1] if k.endswith(".lora_A")}
+    if not layer_names:
+        raise ValueError(f"{folders[0]} holds no low-rank adapter layer to combine")
     combined = {}
     for layer_name in sorted(layer_names):
         parts = []
@@ -285,6 +286,9 @@ def combine(model: nn.Module, folders, weights) -> nn.Module:
         combined.update({f"{layer_name}.{k}": v for k, v in layer_state.items()})
     other_keys = set(saved[0][1]) - {k for k in saved[0][1] if k.rpartition(".")[0] in layer_names}
     for key in other_keys:
+        for folder, (_, state) in zip(folders, saved):
+            if key not in state:
+                raise ValueError(f"{folder} has no {key}: combine needs adapters with the same head")
         combined[key] = sum(w * state[key] for (_, state), w in zip(saved, weights))
     config = {**configs[0], "rank": rank, "alpha": alpha,
               "options": {**configs[0].get("options", {}), "trainable_alpha": False, "init": "kaiming"}}

@@ -1,0 +1,82 @@
+"""QLoRA (Dettmers et al., 2023): LoRA on top of a frozen base model stored in 4-bit NF4.
+
+Before the adapters are made, every linear layer outside the task head (``quantize="all-linear"``) or
+only the adapted ones (``quantize="targets"``) is replaced by an :class:`~variants.nf4.NF4Linear`; the
+adapters are then plain LoRA (same A, B and scale) around the NF4 layers. Options: ``block_size`` (64)
+and ``double_quant`` (True) of the NF4 storage.
+
+Merging swaps the NF4 base for a dense full-precision layer holding W_deq + dW, so inference costs
+what a dense layer costs; unmerging puts the untouched NF4 layer back, so its codes stay bit-identical.
+A saved QLoRA adapter holds only A, B and the head: loading it quantizes the base model again, which
+gives the same codes for the same base weights.
+"""
+import torch
+from torch import nn
+
+from .base import LowRankAdapter
+from .nf4 import NF4Linear
+from .targets import HEAD_NAMES, adaptable_layers, set_module
+
+QUANTIZE_CHOICES = ("all-linear", "targets")
+
+
+class QLoRA(LowRankAdapter):
+    name = "qlora"
+    options = {**LowRankAdapter.options, "block_size": 64, "double_quant": True, "quantize": "all-linear"}
+
+    @classmethod
+    def check_options(cls, options):
+        super().check_options(options)
+        block_size = options["block_size"]
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2 or block_size % 2:
+            raise ValueError(f"qlora: block_size must be a positive even integer (e.g. 64), got {block_size!r}")
+        if not isinstance(options["double_quant"], bool):
+            raise ValueError(f"qlora: double_quant must be True or False, got {options['double_quant']!r}")
+        if options["quantize"] not in QUANTIZE_CHOICES:
+            raise ValueError(f"qlora: unknown quantize {options['quantize']!r}; choose one of "
+                             f"{', '.join(QUANTIZE_CHOICES)}")
+        if options["init"] == "random":
+            raise ValueError("qlora: init='random' would offset the frozen 4-bit weight, which cannot be "
+                             "done exactly; choose one of kaiming, gaussian")
+
+    @classmethod
+    def prepare(cls, model, targets, rank, options):
+        """Quantize the base layers, and point ``targets`` at their NF4 versions."""
+        block_size, double_quant = options["block_size"], options["double_quant"]
+        heads = options.get("head_modules", HEAD_NAMES)  # passed only if the core passes it
+        layers = adaptable_layers(model, heads) if options["quantize"] == "all-linear" else {}
+        layers.update(targets)
+        for layer_name, layer in layers.items():
+            if isinstance(layer, NF4Linear):  # quantized before, e.g. by an earlier QLoRA adapter
+                if (layer.block_size, layer.double_quant) != (block_size, double_quant):
+                    raise ValueError(f"{layer_name} is already NF4 with block_size={layer.block_size}, "
+                                     f"double_quant={layer.double_quant}, not the requested "
+                                     f"block_size={block_size}, double_quant={double_quant}")
+                continue
+            quantized = NF4Linear.from_linear(layer, block_size, double_quant)
+            set_module(model, layer_name, quantized)
+            if layer_name in targets:
+                targets[layer_name] = quantized
+        return None
+
+    def create_parameters(self, *, block_size, double_quant, quantize, **lora_options):
+        super().create_parameters(**lora_options)  # the NF4 options were used up by prepare
+
+    @torch.no_grad()
+    def merge(self):
+        if not self.merged:
+            quantized = self.base_layer
+            dense = nn.Linear(self.in_features, self.out_features, bias=quantized.bias is not None,
+                              device=quantized.codes.device, dtype=quantized.weight_dtype).requires_grad_(False)
+            dense.weight.copy_(quantized.dequantized_weight(torch.float32) + self.delta_weight())
+            if quantized.bias is not None:
+                dense.bias = quantized.bias
+            self.quantized_base, self.base_layer = quantized, dense
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        if self.merged:
+            self.base_layer = self.quantized_base
+            del self.quantized_base
+            self.merged = False
