@@ -10,9 +10,10 @@ Command line: ``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat media
 """
 from .plots import (NoDataError, pareto_front, plot_cost, plot_learning_curves, plot_metric_vs_alpha,
                     plot_metric_vs_params, plot_metric_vs_rank, save_figure)
-from .tables import (cost_table, default_grouping, load_results, ok_runs, summarize, to_markdown,
-                     variant_task_table)
+from .tables import (cost_table, default_grouping, load_results, ok_runs, ordered_tasks,
+                     ordered_variants, summarize, to_markdown, variant_task_table)
 
-__all__ = ["NoDataError", "cost_table", "default_grouping", "load_results", "ok_runs", "pareto_front",
-           "plot_cost", "plot_learning_curves", "plot_metric_vs_alpha", "plot_metric_vs_params",
-           "plot_metric_vs_rank", "save_figure", "summarize", "to_markdown", "variant_task_table"]
+__all__ = ["NoDataError", "cost_table", "default_grouping", "load_results", "ok_runs", "ordered_tasks",
+           "ordered_variants", "pareto_front", "plot_cost", "plot_learning_curves", "plot_metric_vs_alpha",
+           "plot_metric_vs_params", "plot_metric_vs_rank", "save_figure", "summarize", "to_markdown",
+           "variant_task_table"]

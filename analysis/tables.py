@@ -35,7 +35,7 @@ RECORD_FIELDS = ("config_hash", "status", "error", "timestamp", "git_commit", "e
                  "task", *CONFIG_FIELDS[2:], "seed", "main_metric", "main_score", "eval_loss",
                  "trainable_params", "total_params", "adapter_bytes", "train_seconds", "steps",
                  "seconds_per_step", "peak_memory_mb", "device", "learning_curve", "config")
-STATS = ("mean±std", "median")
+STATS = ("mean±std", "mean", "median")  # "mean" is short for "mean±std"
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -130,19 +130,32 @@ def summarize(df: pd.DataFrame, by: list[str] | str | None = None, metric: str =
     runs = ok_runs(df)
     if runs.empty:
         raise ValueError("no successful runs (status == 'ok') to summarize")
-    rows = []
+    rows, pooled = [], {}
     for values, cell in runs.groupby([*keys, "task"], dropna=False, sort=False):
-        _warn_on_repeated_seeds(cell, dict(zip([*keys, "task"], values)))
+        where = dict(zip([*keys, "task"], values))
+        if "seed" in cell and cell["seed"].duplicated().any():
+            cell_name = ", ".join(f"{key}={_plain(value)}" for key, value in where.items())
+            pooled[cell_name] = [c for c in CONFIG_FIELDS if c in cell and cell[c].astype(str).nunique() > 1]
         scores = cell[column].astype(float).dropna()
-        rows.append({**dict(zip([*keys, "task"], values)),
+        rows.append({**where,
                      "main_metric": ", ".join(sorted(cell["main_metric"].dropna().astype(str).unique())),
                      "n": len(scores), "mean": scores.mean(), "std": scores.std(ddof=1),
                      "median": scores.median(),
                      "trainable_params": cell["trainable_params"].astype(float).median()})
+    if pooled:
+        differing = sorted({c for columns in pooled.values() for c in columns})
+        warnings.warn(f"{len(pooled)} cell(s) average runs that share a seed, e.g. ({next(iter(pooled))}); "
+                      f"they differ in {differing or 'no recorded setting'}: add these to by=",
+                      stacklevel=2)
     summary = pd.DataFrame(rows)
     if column != "main_score":
         summary["main_metric"] = column.removeprefix("metric.")
     return _sorted(summary, keys).reset_index(drop=True)
+
+
+def _plain(value):
+    """numpy scalars as plain Python values (for messages)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _grouping(df: pd.DataFrame, by) -> list[str]:
@@ -151,14 +164,6 @@ def _grouping(df: pd.DataFrame, by) -> list[str]:
     if missing:
         raise ValueError(f"unknown grouping column(s) {missing}; choose among {list(df.columns)}")
     return keys
-
-
-def _warn_on_repeated_seeds(cell: pd.DataFrame, where: dict) -> None:
-    if "seed" not in cell or not cell["seed"].duplicated().any():
-        return
-    differing = [c for c in CONFIG_FIELDS if c in cell and cell[c].astype(str).nunique() > 1]
-    warnings.warn(f"{where}: several runs share a seed and get averaged together; they differ in "
-                  f"{differing or 'no recorded setting'} - add these to by=", stacklevel=3)
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -195,8 +200,8 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
     """The LoRA paper's Table 2 layout: one row per configuration, one column per task, Avg. last.
 
     Cells are ``metric`` x ``scale`` over seeds: ``"84.2 ± 0.6"`` (mean ± sample std; the mean alone
-    for a single seed) with ``stat="mean±std"``, or ``"84.2"`` with ``stat="median"``. Avg. is the mean
-    over tasks of the cells' means (or medians); it is left empty when a row lacks some task.
+    for a single seed) with ``stat="mean±std"`` (or ``"mean"``), or ``"84.2"`` with ``stat="median"``.
+    Avg. is the mean over tasks of the cells' means (or medians); "–" when a row lacks some task.
     Rows are ``by`` (default: variant, plus rank/alpha/target_modules/... where they vary); baselines
     (full, head) show no rank, alpha or target modules.
     """
@@ -204,7 +209,7 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
         raise ValueError(f"unknown stat {stat!r}; choose one of {list(STATS)}")
     keys = _grouping(df, by)
     summary = summarize(df, by=keys, metric=metric)
-    centre = "mean" if stat == "mean±std" else "median"
+    centre = "median" if stat == "median" else "mean"
     tasks = ordered_tasks(summary["task"])
     headers = {task: _task_header(task, summary[summary["task"] == task]["main_metric"]) for task in tasks}
     rows = []
@@ -220,15 +225,19 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
                 continue
             centres[task] = cell[centre].iloc[0] * scale
             spread = cell["std"].iloc[0] * scale
-            row[headers[task]] = _format_cell(centres[task], spread if stat == "mean±std" else None,
+            row[headers[task]] = _format_cell(centres[task], None if stat == "median" else spread,
                                               decimals)
-        row["Avg."] = f"{np.mean(list(centres.values())):.{decimals}f}" if len(centres) == len(tasks) else "–"
+        complete = len(centres) == len(tasks)
+        row["Avg."] = f"{np.mean(list(centres.values())):.{decimals}f}" if complete else "–"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def cost_table(df: pd.DataFrame, by: list[str] | str | None = None) -> pd.DataFrame:
-    """Median cost per configuration over all its ok runs (all tasks): parameters, adapter size, time, memory."""
+    """Median cost per configuration over all its ok runs (all tasks).
+
+    Columns: runs, trainable parameters, adapter file size, seconds per step, train time, peak memory.
+    """
     keys = _grouping(df, by)
     runs = ok_runs(df)
     if runs.empty:
