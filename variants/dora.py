@@ -17,9 +17,9 @@ class DoRA(LowRankAdapter):
 
     def create_parameters(self, **kwargs):
         super().create_parameters(**kwargs)
-        with torch.no_grad():
-            weight = dense_weight(self.base_layer).float()
-            self.magnitude = nn.Parameter(self.norm_of(weight + LowRankAdapter.delta_weight(self)))
+        # the norms of W + s B A (= W at the start), computed the way forward computes them, so that
+        # m / ||W + s B A|| is exactly 1 at the start and the adapted model equals the base model
+        self.magnitude = nn.Parameter(self.weight_norm().clone())
 
     @staticmethod
     def norm_of(weight):
@@ -28,11 +28,12 @@ class DoRA(LowRankAdapter):
     @torch.no_grad()
     def weight_norm(self) -> torch.Tensor:
         """Row norms of W + s B A, detached, in O(out * in * r) without the dense sum."""
-        weight = dense_weight(self.base_layer)
+        stored = dense_weight(self.base_layer)
+        weight = stored.to(self.lora_A.dtype)  # a half-precision base: its norms in float32
         scale = self.scale_value()
         if not torch.is_tensor(scale) and scale == 0:
             return self.norm_of(weight)
-        key = (weight.data_ptr(), weight._version, weight.device)
+        key = (stored.data_ptr(), stored._version, stored.device)
         if getattr(self, "_base_norm_key", None) != key:
             self._base_norm_sq = weight.float().pow(2).sum(1)
             self._base_norm_key = key
@@ -55,7 +56,8 @@ class DoRA(LowRankAdapter):
             dropped = self.dropout(x)
             plain = F.linear(dropped, dense_weight(self.base_layer))
         # m/||W+dW|| * (W + dW) x + bias, written as a correction of the base output
-        return base + (factor - 1) * plain + factor * super().update(dropped)
+        correction = (factor - 1) * plain + factor * super().update(dropped)
+        return base + correction.to(base.dtype)
 
     def delta_weight(self):
         """The dense change of the weight that DoRA makes: m * (W + dW) / ||W + dW|| - W."""

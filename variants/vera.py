@@ -17,14 +17,23 @@ from torch import nn
 from .base import Adapter, dense_weight, layer_shape
 
 
+def kaiming_uniform(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    """U(-bound, bound) with bound = sqrt(3) * gain / sqrt(fan_in), gain = sqrt(2), fan_in = cols.
+
+    The bound is computed in this order, and A is drawn before B from one CPU generator, because that
+    is how PEFT makes VeRA's pair from ``projection_prng_key``: the same seed gives the same bits."""
+    bound = math.sqrt(3.0) * (math.sqrt(2) / math.sqrt(cols))
+    return torch.empty(rows, cols).uniform_(-bound, bound, generator=generator)
+
+
 class VeraProjection(nn.Module):
     """The shared frozen pair (A, B), regenerated from ``seed``: never saved per layer."""
 
     def __init__(self, rank: int, max_in: int, max_out: int, seed: int):
         super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        a = torch.empty(rank, max_in).uniform_(-math.sqrt(6 / max_in), math.sqrt(6 / max_in), generator=generator)
-        b = torch.empty(max_out, rank).uniform_(-math.sqrt(6 / rank), math.sqrt(6 / rank), generator=generator)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        a = kaiming_uniform(rank, max_in, generator)
+        b = kaiming_uniform(max_out, rank, generator)
         self.seed = seed
         self.register_buffer("A", a, persistent=False)
         self.register_buffer("B", b, persistent=False)
@@ -58,6 +67,7 @@ class VeRA(Adapter):
 
     def update(self, x):
         a, b = self.sliced()
+        x = x.to(a.dtype)
         return self.lambda_b * F.linear(self.lambda_d * F.linear(x, a), b)
 
     def delta_weight(self):
@@ -72,9 +82,7 @@ class VeRA(Adapter):
         return dense < per_token
 
     def forward(self, x):
-        if self.merged:
-            return self.base_layer(x)
-        if isinstance(self.dropout, nn.Identity) and self.dense_is_cheaper(x):
+        if not self.merged and isinstance(self.dropout, nn.Identity) and self.dense_is_cheaper(x):
             weight = dense_weight(self.base_layer)
             return F.linear(x, weight + self.delta_weight().to(weight.dtype), self.base_layer.bias)
-        return self.base_layer(x) + self.update(self.dropout(x))
+        return super().forward(x)
