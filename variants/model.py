@@ -168,16 +168,17 @@ def save(model: nn.Module, folder) -> Path:
     return folder
 
 
-def read_saved(folder) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read a saved adapter, with a clear error for a missing, truncated or corrupt one."""
+def read_adapter_folder(folder, config_name, weights_name, required_keys, kind) -> tuple[dict, dict]:
+    """Read a JSON config and a safetensors file, with a clear error for a missing, truncated or corrupt one."""
     folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    config_path, weights_path = folder / config_name, folder / weights_name
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {folder} is not a folder written by variants.save")
+            raise FileNotFoundError(f"{path} not found: {folder} is not {kind}")
     try:
         config = json.loads(config_path.read_text())
-        config["variant"], config["rank"]
+        for key in required_keys:
+            config[key]
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{config_path} is corrupt: {error}") from None
     try:
@@ -185,6 +186,12 @@ def read_saved(folder) -> tuple[dict, dict[str, torch.Tensor]]:
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"{weights_path} is truncated or corrupt: {error}") from None
     return config, state
+
+
+def read_saved(folder) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a folder written by ``save``."""
+    return read_adapter_folder(folder, CONFIG_FILE, WEIGHTS_FILE, ("variant", "rank"),
+                               "a folder written by variants.save")
 
 
 def _check_base(model: nn.Module, config: dict, source) -> None:

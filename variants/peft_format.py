@@ -18,12 +18,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .base import is_transposed
-from .model import _write_atomically, adapter_layers, apply, check_fits, remove
+from .model import _write_atomically, adapter_layers, apply, check_fits, read_adapter_folder, remove
 from .registry import lookup
 from .targets import HEAD_NAMES, head_prefixes
 
@@ -135,23 +134,9 @@ def _variant_settings(peft_config: dict, source) -> tuple[str, dict, dict]:
 
 
 def read_peft(folder) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read a PEFT adapter folder, with a clear error for a missing, truncated or corrupt one."""
-    folder = Path(folder)
-    config_path, weights_path = folder / PEFT_CONFIG_FILE, folder / PEFT_WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {folder} is not a PEFT adapter folder "
-                                    "(only the safetensors format is read)")
-    try:
-        peft_config = json.loads(config_path.read_text())
-        peft_config["peft_type"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{config_path} is corrupt: {error}") from None
-    try:
-        state = load_file(weights_path)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{weights_path} is truncated or corrupt: {error}") from None
-    return peft_config, state
+    """Read a PEFT adapter folder (safetensors format)."""
+    return read_adapter_folder(folder, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, ("peft_type",),
+                               "a PEFT adapter folder (only the safetensors format is read)")
 
 
 def import_peft(model: nn.Module, folder) -> nn.Module:
