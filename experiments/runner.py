@@ -9,40 +9,14 @@ import traceback
 from pathlib import Path
 
 import variants
-from variants.model import check_settings
 
 from . import data, metrics, results
+from .checks import check_config, normalized
 from .models import load_model_and_tokenizer, resolve_name_or_path
 from .train import train_and_evaluate
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def is_baseline(variant_name: str) -> bool:
-    return issubclass(variants.lookup(variant_name), variants.Baseline)
-
-
-def normalized(cfg: dict) -> dict:
-    """The config as hashed and recorded: settings a baseline ignores are blanked, so a rank sweep
-    does not train the same baseline once per rank."""
-    cfg = dict(cfg)
-    if is_baseline(cfg["variant"]["name"]):
-        cfg.update(rank=None, alpha=None, target_modules=None, dropout=None)
-        cfg["variant"] = {**cfg["variant"], "options": {}}
-    return cfg
-
-
-def check_config(cfg: dict) -> None:
-    """Everything that can be checked without data or model, in well under a second."""
-    variant = cfg["variant"]
-    check_settings(variant["name"], cfg["rank"], cfg["alpha"], cfg["dropout"], dict(variant.get("options") or {}))
-    train = cfg["train"]
-    for key in ("lr", "batch_size"):
-        if not (train.get(key) and train[key] > 0):
-            raise ValueError(f"train.{key} must be > 0, got {train.get(key)!r}")
-    if not (train.get("max_steps") or (train.get("epochs") or 0) > 0):
-        raise ValueError("set train.epochs > 0 or train.max_steps > 0")
 
 
 def target_modules_text(value) -> str | None:
@@ -51,12 +25,19 @@ def target_modules_text(value) -> str | None:
     return value if isinstance(value, str) else ",".join(map(str, value))
 
 
+def model_label(model_cfg: dict) -> str:
+    """The model's short name; a path or hub id given in place of a packaged model is shown as such."""
+    if model_cfg.get("source") != "hub" and model_cfg.get("name_or_path"):
+        return str(model_cfg["name_or_path"])
+    return model_cfg["name"]
+
+
 def base_record(cfg: dict, run_hash: str) -> dict:
     train, data_cfg = cfg["train"], cfg["data"]
     return {
         "config_hash": run_hash, "status": None, "error": None, "timestamp": results.now(),
         "git_commit": results.git_commit(REPO_ROOT), "experiment": cfg.get("experiment_name"),
-        "variant": cfg["variant"]["name"], "task": cfg["task"]["name"], "model": cfg["model"].get("name_or_path") or cfg["model"]["name"],
+        "variant": cfg["variant"]["name"], "task": cfg["task"]["name"], "model": model_label(cfg["model"]),
         "model_name_or_path": cfg["model"].get("name_or_path"), "rank": cfg["rank"],
         "alpha": cfg["alpha"], "target_modules": target_modules_text(cfg["target_modules"]),
         "dropout": cfg["dropout"], "seed": cfg["seed"], "lr": train["lr"], "head_lr": train.get("head_lr"),

@@ -481,3 +481,16 @@ def test_adapter_with_other_shapes_is_refused_and_the_model_left_clean(saved_lor
         variants.load(model, saved_lora)
     assert variants.adapter_layers(model) == {}
     assert torch.equal(logits(model, token_ids), expected)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"d_initial": 0}, "d_initial must be a finite non-zero number"),
+    ({"d_initial": float("nan")}, "d_initial must be a finite non-zero number"),
+    ({"projection_seed": "abc"}, "projection_seed must be an integer"),
+])
+def test_vera_options_that_make_no_sense_are_refused_before_the_model_changes(tiny_bert, options, message):
+    before = {k: v.clone() for k, v in tiny_bert.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        variants.apply(tiny_bert, "vera", rank=4, alpha=8, target_modules=["query"], **options)
+    assert getattr(tiny_bert, "variant_config", None) is None
+    assert all(torch.equal(before[k], v) for k, v in tiny_bert.state_dict().items())

@@ -46,6 +46,16 @@ class VeRA(Adapter):
     combinable = False
 
     @classmethod
+    def check_options(cls, options):
+        d_initial, seed = options["d_initial"], options["projection_seed"]
+        if isinstance(d_initial, bool) or not isinstance(d_initial, (int, float)) or not math.isfinite(d_initial) \
+                or d_initial == 0:
+            # with d = 0 and b = 0 both gradients are zero: the adapter could never move
+            raise ValueError(f"vera: d_initial must be a finite non-zero number (default 0.1), got {d_initial!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"vera: projection_seed must be an integer, got {seed!r}")
+
+    @classmethod
     def prepare(cls, model, targets, rank, options):
         shapes = [layer_shape(layer) for layer in targets.values()]
         projection = VeraProjection(rank, max(i for i, _ in shapes), max(o for _, o in shapes),
