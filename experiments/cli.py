@@ -33,13 +33,22 @@ def _wandb_logger(cfg: dict, name: str):
 
 
 def run_from_hydra(cfg) -> float | None:
-    from . import runner
+    from .checks import check_config, normalized
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["experiment_name"] = HydraConfig.get().runtime.choices.get("experiment")
     resolved["results"]["dir"] = to_absolute_path(resolved["results"]["dir"])
     if resolved["data"].get("glue_dir"):
         resolved["data"]["glue_dir"] = to_absolute_path(resolved["data"]["glue_dir"])
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        check_config(normalized(resolved))  # fast: before data, model or the heavy imports
+    except ValueError as error:
+        if multirun:
+            raise
+        sys.exit(f"error: {error}")
+    from . import runner
+
     if multirun:
         _threads_for_parallel_jobs()
     wandb_run, log_metrics = None, None

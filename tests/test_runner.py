@@ -1,0 +1,99 @@
+"""End to end: one short run per variant on the packaged MiniLM and the demo task, skip-on-rerun,
+failed runs recorded, determinism, and sweeps through the basic, joblib and submitit_local launchers."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments import runner
+
+REPO = Path(__file__).resolve().parent.parent
+SHORT = ["train.max_steps=3", "train.batch_size=8", "train.max_length=32", "train.eval_each_epoch=false",
+         "data.max_train_samples=64", "data.max_eval_samples=32"]
+
+
+def config(tmp_path, *overrides) -> dict:
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*SHORT, f"results.dir={tmp_path}", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def records(folder) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("runs/*.json"))]
+
+
+@pytest.mark.parametrize("variant", ["lora", "rslora", "dora", "vera", "qlora", "full", "head"])
+def test_a_short_run_per_variant_leaves_one_ok_record(variant, tmp_path):
+    record = runner.run(config(tmp_path, f"variant={variant}", "rank=4"), show_progress=False)
+    assert record["status"] == "ok", record["error"]
+    assert [r["config_hash"] for r in records(tmp_path)] == [record["config_hash"]]
+    assert 0 <= record["main_score"] <= 1 and record["main_metric"] in record["metrics"]
+    assert record["steps"] == 3 and record["seconds_per_step"] > 0 and record["peak_memory_mb"] > 0
+    assert 0 < record["trainable_params"] <= record["total_params"]
+    assert record["adapter_bytes"] > 0
+    if variant == "full":
+        assert record["trainable_params"] == record["total_params"]
+    if variant == "head":
+        assert record["trainable_params"] < 1000  # 384 * 2 + 2
+
+
+def test_a_successful_config_is_skipped_on_rerun(tmp_path):
+    first = runner.run(config(tmp_path, "variant=head"), show_progress=False)
+    again = runner.run(config(tmp_path, "variant=head"), show_progress=False)
+    assert again.get("skipped") and again["config_hash"] == first["config_hash"]
+    assert len(records(tmp_path)) == 1
+
+
+def test_baselines_ignore_rank_so_a_rank_sweep_runs_them_once(tmp_path):
+    a = runner.run(config(tmp_path, "variant=head", "rank=4"), show_progress=False)
+    b = runner.run(config(tmp_path, "variant=head", "rank=16"), show_progress=False)
+    assert b.get("skipped") and a["config_hash"] == b["config_hash"]
+
+
+def test_nan_loss_is_recorded_as_failed_with_its_reason(tmp_path, monkeypatch):
+    real = runner.load_model_and_tokenizer
+
+    def broken(*args, **kwargs):
+        model, tokenizer = real(*args, **kwargs)
+        model.classifier.weight.data.fill_(float("nan"))
+        return model, tokenizer
+
+    monkeypatch.setattr(runner, "load_model_and_tokenizer", broken)
+    record = runner.run(config(tmp_path, "variant=lora"), show_progress=False)
+    assert record["status"] == "failed" and "loss became nan" in record["error"]
+    assert records(tmp_path)[0]["status"] == "failed"
+
+
+def test_same_config_and_seed_give_the_same_metrics(tmp_path):
+    first = runner.run(config(tmp_path / "a", "variant=lora"), show_progress=False)
+    second = runner.run(config(tmp_path / "b", "variant=lora"), show_progress=False)
+    assert first["metrics"] == second["metrics"] and first["eval_loss"] == second["eval_loss"]
+
+
+def sweep(tmp_path, *args):
+    command = [sys.executable, "run.py", "-m", *SHORT, f"results.dir={tmp_path}",
+               f"hydra.sweep.dir={tmp_path}/sweep", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]],
+                         ids=["joblib", "submitit_local"])
+def test_a_two_run_sweep_leaves_one_row_per_run(launcher, tmp_path):
+    done = sweep(tmp_path, *launcher, "variant=lora,head")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = records(tmp_path)
+    assert sorted(r["variant"] for r in rows) == ["head", "lora"]
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_basic_sweep_resumes_only_what_is_missing(tmp_path):
+    assert sweep(tmp_path, "variant=head").returncode == 0
+    done = sweep(tmp_path, "variant=head,lora")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "already done" in done.stdout + done.stderr
+    assert sorted(r["variant"] for r in records(tmp_path)) == ["head", "lora"]
