@@ -89,11 +89,3 @@ def test_a_two_run_sweep_leaves_one_row_per_run(launcher, tmp_path):
     rows = records(tmp_path)
     assert sorted(r["variant"] for r in rows) == ["head", "lora"]
     assert all(r["status"] == "ok" for r in rows)
-
-
-def test_basic_sweep_resumes_only_what_is_missing(tmp_path):
-    assert sweep(tmp_path, "variant=head").returncode == 0
-    done = sweep(tmp_path, "variant=head,lora")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "already done" in done.stdout + done.stderr
-    assert sorted(r["variant"] for r in records(tmp_path)) == ["head", "lora"]

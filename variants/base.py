@@ -186,6 +186,19 @@ class LowRankAdapter(Adapter):
         x = x.to(self.lora_A.dtype)
         return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale_value()
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        if self.merged:
+            return out
+        dropped = self.dropout(x)
+        if out.dtype != self.lora_B.dtype or dropped.dtype != self.lora_A.dtype:
+            return out + self.update(dropped).to(out.dtype)
+        # out + s * (x A^T) B^T as one GEMM that accumulates into the base output: the scale goes on
+        # the small B (out x r) instead of on a (tokens x out) tensor, and there is no separate add
+        low = F.linear(dropped.reshape(-1, self.in_features), self.lora_A)
+        summed = torch.addmm(out.reshape(-1, self.out_features), low, (self.lora_B * self.scale_value()).T)
+        return summed.view(out.shape)
+
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scale_value()
 

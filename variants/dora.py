@@ -44,10 +44,19 @@ class DoRA(LowRankAdapter):
         return norm_sq.clamp_min(0).sqrt()
 
     def forward(self, x):
-        base = self.base_layer(x)
         if self.merged:
-            return base
+            return self.base_layer(x)
         factor = self.magnitude / self.weight_norm()
+        weight = dense_weight(self.base_layer)
+        if (isinstance(self.dropout, nn.Identity) or not self.training) and weight.dtype == self.lora_A.dtype == x.dtype:
+            flat = x.reshape(-1, self.in_features)
+            low = F.linear(flat, self.lora_A)
+            # (W + s B A) x, then m/||W + s B A|| * that + bias
+            combined = torch.addmm(F.linear(flat, weight), low, (self.lora_B * self.scale_value()).T)
+            bias = getattr(self.base_layer, "bias", None)
+            out = torch.addcmul(bias, combined, factor) if bias is not None else combined * factor
+            return out.view(*x.shape[:-1], self.out_features)
+        base = self.base_layer(x)
         if isinstance(self.dropout, nn.Identity) or not self.training:
             dropped = x
             bias = getattr(self.base_layer, "bias", None)

