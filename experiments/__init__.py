@@ -1,0 +1,1 @@
+"""Experiment side: task data, metrics, training loop and result records (import submodules directly)."""

@@ -1,0 +1,397 @@
+"""Task data: load a GLUE-style task described by a task YAML (conf/task/*.yaml) and batch it.
+
+    splits = load_splits(task, glue_dir="/work/shared/glue")       # DatasetDict: train, validation (...)
+    train_loader, eval_loaders = make_loaders(splits, tokenizer, task, batch_size=32)
+
+A task comes from the Hugging Face hub (``task.hub``) or from a folder of files (``task.local``, used
+when ``glue_dir`` is given or every file path is absolute). Local files may be TSV (parsed like the
+GLUE files: no quoting, UTF-8 with or without BOM), CSV, JSONL or parquet; ``rename`` maps their
+columns onto the task's ``text_fields`` and ``label_field``. Every split comes out with the columns
+``text_fields + ["label"]``: an int class index, or a float for regression (``num_labels: 1``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import datasets
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+TRAIN = "train"
+
+
+def plain(value):
+    """A task config as plain dicts and lists (Hydra hands over DictConfig / ListConfig)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [plain(v) for v in value]
+    return value
+
+
+# -- reading files -----------------------------------------------------------------------------------
+
+def _read_delimited(path: Path, delimiter: str, header: bool, columns, quoting) -> tuple[list[str], list[dict]]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+        rows = list(reader)
+    if header:
+        if not rows:
+            return list(columns or []), []
+        names, rows = rows[0], rows[1:]
+    else:
+        if not columns:
+            raise ValueError(f"{path}: header is false, so the task's local.columns must name the columns")
+        names = list(columns)
+    records = []
+    for line, row in enumerate(rows, start=2 if header else 1):
+        if not row:
+            continue
+        if len(row) != len(names):
+            raise ValueError(f"{path} line {line} has {len(row)} fields, expected {len(names)} "
+                             f"({', '.join(names)})")
+        records.append(dict(zip(names, row)))
+    return names, records
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], list[dict]]:
+    names, records = {}, []
+    with open(path, encoding="utf-8-sig") as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except ValueError as error:
+                raise ValueError(f"{path} line {line} is not valid JSON: {error}") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path} line {line} is not a JSON object")
+            names.update(dict.fromkeys(record))
+            records.append(record)
+    return list(names), records
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[dict]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return list(table.column_names), table.to_pylist()
+
+
+def read_table(path: Path, spec: dict) -> tuple[list[str], list[dict]]:
+    """Column names and rows (dicts) of one task file."""
+    kind = spec.get("format") or FORMATS.get(path.suffix.lower())
+    if kind not in FORMATS.values():
+        raise ValueError(f"{path}: unknown file format {kind or path.suffix!r}; valid formats: "
+                         f"{', '.join(sorted(set(FORMATS.values())))} (set local.format)")
+    header = spec.get("header", True)
+    if kind == "tsv":
+        return _read_delimited(path, "\t", header, spec.get("columns"), csv.QUOTE_NONE)
+    if kind == "csv":
+        return _read_delimited(path, ",", header, spec.get("columns"), csv.QUOTE_MINIMAL)
+    if kind == "jsonl":
+        return _read_jsonl(path)
+    return _read_parquet(path)
+
+
+# -- labels --------------------------------------------------------------------------------------------
+
+def _label_converter(task: dict):
+    """A function mapping a raw label (class name, index, or score) to the int/float the model trains on;
+    it returns None for a value outside the task's label set."""
+    num_labels = int(task["num_labels"])
+    if num_labels == 1:
+        low, high = task.get("label_range") or (-math.inf, math.inf)
+
+        def to_score(value):
+            try:
+                score = float(value)
+            except (TypeError, ValueError):
+                return None
+            return score if low <= score <= high else None
+        return to_score
+    names = [str(n) for n in task.get("label_names") or []]
+    by_name = {name: index for index, name in enumerate(names)}
+
+    def to_index(value):
+        if isinstance(value, str):
+            if value.strip() in by_name:
+                return by_name[value.strip()]
+            try:
+                value = int(value.strip())
+            except ValueError:
+                return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < num_labels:
+            return value
+        return None
+    return to_index
+
+
+def _label_set(task: dict) -> str:
+    if int(task["num_labels"]) == 1:
+        low, high = task.get("label_range") or ("-inf", "inf")
+        return f"numbers in [{low}, {high}]"
+    names = task.get("label_names") or []
+    return ", ".join(f"{i} / {n}" for i, n in enumerate(names)) or \
+        ", ".join(str(i) for i in range(int(task["num_labels"])))
+
+
+def convert_labels(values, task: dict, source: str) -> list:
+    convert = _label_converter(task)
+    labels = [convert(v) for v in values]
+    bad = sorted({repr(v) for v, label in zip(values, labels) if label is None})
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise ValueError(f"{source}: labels outside the label set of task {task['name']!r}: {shown}; "
+                         f"valid labels: {_label_set(task)}")
+    return labels
+
+
+# -- building splits -----------------------------------------------------------------------------------
+
+def _features(task: dict) -> datasets.Features:
+    label = datasets.Value("float32") if int(task["num_labels"]) == 1 else datasets.Value("int64")
+    return datasets.Features({**{f: datasets.Value("string") for f in task["text_fields"]}, "label": label})
+
+
+def _to_dataset(records: list[dict], names: list[str], task: dict, rename: dict, source: str) -> datasets.Dataset:
+    """Keep the task's columns of ``records`` (after ``rename``), convert the labels, check everything."""
+    if not names:
+        raise ValueError(f"{source} is empty: task {task['name']!r} needs at least one row in every split")
+    renamed = [rename.get(n, n) for n in names]
+    wanted = list(task["text_fields"]) + [task["label_field"]]
+    missing = [w for w in wanted if w not in renamed]
+    if missing:
+        back = {v: k for k, v in rename.items()}
+        expected = [back.get(w, w) for w in wanted]
+        raise ValueError(f"{source} lacks column(s) {', '.join(back.get(m, m) for m in missing)}: task "
+                         f"{task['name']!r} expects columns {expected}, found {names}")
+    if not records:
+        raise ValueError(f"{source} is empty: task {task['name']!r} needs at least one row in every split")
+    raw = {new: old for old, new in zip(names, renamed)}
+    columns = {f: ["" if r.get(raw[f]) is None else str(r.get(raw[f])) for r in records]
+               for f in task["text_fields"]}
+    columns["label"] = convert_labels([r.get(raw[task["label_field"]]) for r in records], task, source)
+    return datasets.Dataset.from_dict(columns, features=_features(task))
+
+
+def _split_names(task: dict) -> dict[str, str]:
+    splits = task.get("splits") or {TRAIN: "train", "validation": "validation"}
+    if TRAIN not in splits or len(splits) < 2:
+        raise ValueError(f"task {task['name']!r}: splits must name 'train' and at least one evaluation split, "
+                         f"got {splits}")
+    return dict(splits)
+
+
+def _local_dataset(task: dict, base: Path | None) -> datasets.DatasetDict:
+    spec = task["local"]
+    files = spec.get("files") or {}
+    folder = Path(os.path.expanduser(str(spec["folder"]))) if spec.get("folder") else None
+    result = {}
+    for key in _split_names(task):
+        if key not in files:
+            raise ValueError(f"task {task['name']!r}: local.files has no file for split {key!r} "
+                             f"(it names {sorted(files)})")
+        path = Path(os.path.expanduser(str(files[key])))
+        if not path.is_absolute():
+            if folder is not None:
+                path = folder / path
+            if not path.is_absolute():
+                if base is None:
+                    raise ValueError(f"task {task['name']!r}: file {path} is relative; pass data.glue_dir "
+                                     "(the folder it is relative to) or give an absolute path")
+                path = base / path
+        if not path.is_file():
+            raise FileNotFoundError(f"task {task['name']!r}: file {path} not found (split {key!r})")
+        names, records = read_table(path, spec)
+        result[key] = _to_dataset(records, names, task, dict(spec.get("rename") or {}), str(path))
+    return datasets.DatasetDict(result)
+
+
+def _hub_dataset(task: dict) -> datasets.DatasetDict:
+    hub = task["hub"]
+    try:
+        loaded = datasets.load_dataset(hub["path"], hub.get("name"))
+    except Exception as error:  # offline, unknown name, ...: one clear line either way
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise FileNotFoundError(f"could not load task {task['name']!r} from the Hugging Face hub "
+                                f"({hub['path']}, {hub.get('name')}): {type(error).__name__}: {reason}; "
+                                "offline, pass data.glue_dir=<folder with the GLUE TSV files>") from None
+    result = {}
+    for key, split in _split_names(task).items():
+        if split not in loaded:
+            raise ValueError(f"hub dataset {hub['path']}/{hub.get('name')} has no split {split!r} "
+                             f"(it has {sorted(loaded)})")
+        part = loaded[split]
+        source = f"{hub['path']}/{hub.get('name')} split {split}"
+        records = part.select_columns([c for c in part.column_names
+                                       if c in task["text_fields"] or c == task["label_field"]]).to_list()
+        result[key] = _to_dataset(records, part.column_names, task, {}, source)
+    return datasets.DatasetDict(result)
+
+
+def _subsample(dataset: datasets.Dataset, limit, seed: int) -> datasets.Dataset:
+    if limit is None or int(limit) >= len(dataset):
+        return dataset
+    if int(limit) < 1:
+        raise ValueError(f"max samples must be >= 1 or null, got {limit!r}")
+    return dataset.shuffle(seed=seed).select(range(int(limit))).flatten_indices()
+
+
+def _uses_local(task: dict, glue_dir) -> bool:
+    if task.get("generate") or glue_dir is not None:
+        return True
+    files = (task.get("local") or {}).get("files") or {}
+    folder = (task.get("local") or {}).get("folder")
+    return bool(files) and all(Path(os.path.expanduser(str(folder or ""))).joinpath(
+        os.path.expanduser(str(f))).is_absolute() for f in files.values())
+
+
+def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_eval_samples=None,
+                seed: int = 0) -> datasets.DatasetDict:
+    """The task's train and evaluation splits (keys as in ``task.splits``: ``train``, ``validation``,
+    and for MNLI ``validation_mismatched``), columns ``text_fields + ["label"]``.
+
+    Read from ``glue_dir`` when given (or when the task's files are absolute paths), else from the hub.
+    ``max_*_samples`` keep a random subset (the same for the same ``seed``)."""
+    task = plain(task)
+    missing = [k for k in ("name", "text_fields", "label_field", "num_labels") if k not in task]
+    if missing:
+        raise ValueError(f"task config {task.get('name', '?')!r} lacks {', '.join(missing)}")
+    if not 1 <= len(task["text_fields"]) <= 2:
+        raise ValueError(f"task {task['name']!r}: text_fields must name 1 or 2 columns, got {task['text_fields']}")
+    base = None
+    if task.get("generate"):
+        from .demo_task import generate
+
+        base = generate(task["generate"])
+    elif glue_dir is not None:
+        base = Path(os.path.expanduser(str(glue_dir)))
+        if not base.is_dir():
+            raise FileNotFoundError(f"data.glue_dir {str(glue_dir)!r} does not exist (or is not a folder)")
+        if not task.get("local"):
+            raise ValueError(f"task {task['name']!r} has no local: section, so it cannot be read from "
+                             f"data.glue_dir; leave data.glue_dir unset to load it from the hub")
+    if _uses_local(task, glue_dir):
+        splits = _local_dataset(task, base)
+    elif task.get("hub"):
+        splits = _hub_dataset(task)
+    else:
+        raise ValueError(f"task {task['name']!r} names no hub: dataset and its local: files are relative; "
+                         "pass data.glue_dir")
+    return datasets.DatasetDict({
+        key: _subsample(part, max_train_samples if key == TRAIN else max_eval_samples, seed)
+        for key, part in splits.items()})
+
+
+# -- batching ------------------------------------------------------------------------------------------
+
+def ensure_pad_token(tokenizer):
+    """Decoder tokenizers (GPT-2, Llama) have no pad token: pad with the end-of-sequence token."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tokenized_cache_dir() -> Path:
+    """Where tokenized splits are cached: under HF_DATASETS_CACHE (default ~/.cache/huggingface/datasets)."""
+    return Path(datasets.config.HF_DATASETS_CACHE) / "lora-arena-tokenized"
+
+
+def tokenize(dataset: datasets.Dataset, tokenizer, text_fields, max_length: int) -> datasets.Dataset:
+    """Tokenize once; a second call with the same data, tokenizer and max_length reads the cache."""
+    from datasets.fingerprint import Hasher
+
+    fields = list(text_fields)
+    fingerprint = Hasher.hash([dataset._fingerprint, tokenizer, fields, int(max_length)])
+    cache = tokenized_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def encode(batch):
+        encoded = tokenizer(*[batch[f] for f in fields], truncation=True, max_length=max_length)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    encoded = dataset.map(encode, batched=True, remove_columns=fields, new_fingerprint=fingerprint,
+                          cache_file_name=str(cache / f"{fingerprint}.arrow"), desc="tokenizing")
+    return encoded.rename_column("label", "labels")
+
+
+class LengthGroupedBatches(Sampler):
+    """Batches of indices of similar length, so dynamic padding pads little.
+
+    Train (``shuffle=True``): shuffle, cut into buckets of ``bucket_batches`` batches, sort each bucket by
+    length, cut it into batches, shuffle the batches; a new order each epoch, fixed by ``seed``.
+    Eval (``shuffle=False``): longest first, the same every time."""
+
+    def __init__(self, lengths, batch_size: int, shuffle: bool, seed: int = 0, bucket_batches: int = 50):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.lengths, self.batch_size, self.shuffle = list(lengths), int(batch_size), shuffle
+        self.seed, self.bucket_batches, self.epoch = seed, bucket_batches, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        indices = list(range(len(self.lengths)))
+        if not self.shuffle:
+            indices.sort(key=lambda i: -self.lengths[i])
+            return iter([indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)])
+        rng = random.Random(f"{self.seed}-{self.epoch}")
+        self.epoch += 1
+        rng.shuffle(indices)
+        bucket = self.batch_size * self.bucket_batches
+        batches = []
+        for start in range(0, len(indices), bucket):
+            chunk = sorted(indices[start:start + bucket], key=lambda i: self.lengths[i])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)
+
+
+class PadCollator:
+    """Pads a list of tokenized rows to the longest one; returns a plain dict of tensors."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, rows):
+        return dict(self.tokenizer.pad(rows, padding="longest", return_tensors="pt"))
+
+
+def make_loaders(splits, tokenizer, task, batch_size: int, max_length: int = 128, seed: int = 0,
+                 eval_batch_size: int | None = None) -> tuple[DataLoader, dict[str, DataLoader]]:
+    """A train loader (length-grouped shuffled batches) and one eval loader per evaluation split (sorted
+    by length). Batches: ``input_ids``, ``attention_mask`` (``token_type_ids`` if the tokenizer makes
+    them) and ``labels``, each a tensor padded to the longest row of its batch."""
+    task = plain(task)
+    ensure_pad_token(tokenizer)
+    collate = PadCollator(tokenizer)
+    loaders = {}
+    for key, part in splits.items():
+        encoded = tokenize(part, tokenizer, task["text_fields"], max_length)
+        lengths = encoded["length"]
+        encoded = encoded.remove_columns("length")
+        is_train = key == TRAIN
+        size = batch_size if is_train else (eval_batch_size or batch_size)
+        sampler = LengthGroupedBatches(lengths, size, shuffle=is_train, seed=seed)
+        loaders[key] = DataLoader(encoded, batch_sampler=sampler, collate_fn=collate)
+    if TRAIN not in loaders:
+        raise ValueError(f"splits has no 'train' split (it has {sorted(loaders)})")
+    train = loaders.pop(TRAIN)
+    return train, loaders

@@ -1,0 +1,106 @@
+"""The embedded default task ("demo"): generated here, deterministically, so `python run.py` runs with no
+network and no GLUE folder.
+
+Task: "is the red thing higher?" One short sentence puts a red object and an object of another colour
+in a vertical relation, e.g. "the red cup is under the green box" (label 0) or "the pink
+hat is below the red lamp" (label 1). The label is (red comes first) XOR (relation says "lower"): every
+word is as frequent in both classes, so only word order decides. A frozen MiniLM sentence vector (the
+pooler output a head-only model sees) barely separates the classes; adapting attention learns it fast.
+
+Measured on this machine (2 shared CPU cores), frozen all-MiniLM-L6-v2, 4,000 train / 500 dev rows,
+batch 32, max_length 128, AdamW (weight decay 0), linear warm-up 6 % then linear decay, seed 0:
+    MEASURED_RESULTS_PLACEHOLDER
+Command: PYTHONPATH=. HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python /tmp/demo_exp/gap.py <variant> <steps> <lr>
+(a loop over experiments.data.make_loaders with variants.apply(model, "head") or
+variants.apply(model, "lora", rank=8, alpha=16, target_modules=["query", "value"])).
+A logistic regression on the frozen pooler outputs of the 4,000 train rows (the best a head-only model
+can do) reached 0.50-0.52 dev accuracy.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+VERSION = 2
+SEED = 20240601
+TRAIN_ROWS = 4000
+DEV_ROWS = 500
+LABEL_NAMES = ["red_is_lower", "red_is_higher"]
+
+COLOURS = ["blue", "green", "yellow", "black", "white", "purple", "orange", "brown", "pink", "gray"]
+OBJECTS = ["box", "ball", "cup", "book", "lamp", "chair", "hat", "bag", "bottle", "plate"]
+HIGHER = ["above", "over"]
+LOWER = ["below", "under"]
+
+
+def sentence(rng: random.Random, label: int) -> str:
+    """One sentence whose label is ``label``: 1 when the red object is the higher one."""
+    red = f"red {rng.choice(OBJECTS)}"
+    other = f"{rng.choice(COLOURS)} {rng.choice(OBJECTS)}"
+    red_first = rng.random() < 0.5
+    says_higher = red_first == bool(label)      # "red ABOVE other" or "other BELOW red" for label 1
+    relation = rng.choice(HIGHER if says_higher else LOWER)
+    first, second = (red, other) if red_first else (other, red)
+    return f"the {first} is {relation} the {second}"
+
+
+def rows(split: str) -> list[tuple[str, int]]:
+    """The (sentence, label) rows of ``split`` ("train" or "dev"): the same on every call, half of each
+    label, and no dev sentence also in train."""
+    if split not in ("train", "dev"):
+        raise ValueError(f"unknown demo split {split!r}; valid: train, dev")
+    rng = random.Random(SEED)
+    train = _draw(rng, TRAIN_ROWS, exclude=set())
+    if split == "train":
+        return train
+    return _draw(rng, DEV_ROWS, exclude={text for text, _ in train})
+
+
+def _draw(rng: random.Random, count: int, exclude: set) -> list[tuple[str, int]]:
+    labels = [i % 2 for i in range(count)]
+    rng.shuffle(labels)
+    drawn, seen = [], set(exclude)
+    for label in labels:
+        text = sentence(rng, label)
+        while text in seen:
+            text = sentence(rng, label)
+        seen.add(text)
+        drawn.append((text, label))
+    return drawn
+
+
+def default_folder() -> Path:
+    """$LORA_ARENA_DEMO_DIR, else ~/.cache/lora-arena/demo-v<VERSION> (never inside the repository)."""
+    if os.environ.get("LORA_ARENA_DEMO_DIR"):
+        return Path(os.path.expanduser(os.environ["LORA_ARENA_DEMO_DIR"]))
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(cache) / "lora-arena" / f"demo-v{VERSION}"
+
+
+def tsv_text(table: list[tuple[str, int]]) -> str:
+    """A GLUE-style TSV: header ``sentence<TAB>label``, one row a line."""
+    return "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in table)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so parallel runs never read half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def generate(kind: str = "demo", folder=None) -> Path:
+    """Write train.tsv and dev.tsv of the demo task into ``folder`` (default: ``default_folder()``) unless
+    they are already there with the right content; returns the folder."""
+    if kind != "demo":
+        raise ValueError(f"unknown generated task {kind!r}; valid: demo")
+    folder = Path(folder) if folder is not None else default_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev"):
+        path, text = folder / f"{split}.tsv", tsv_text(rows(split))
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            write_atomically(path, text)
+    return folder
