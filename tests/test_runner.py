@@ -1,6 +1,7 @@
 """End to end: one short run per variant on the packaged MiniLM and the demo task, skip-on-rerun,
 failed runs recorded, determinism, and sweeps through the basic, joblib and submitit_local launchers."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,13 @@ def test_on_the_demo_task_head_only_scores_clearly_below_lora(tmp_path):
     assert head["status"] == lora["status"] == "ok"
     assert head["main_score"] < 0.62, head["main_score"]
     assert lora["main_score"] - head["main_score"] >= 0.2, (head["main_score"], lora["main_score"])
+
+
+def test_wandb_logging_works_offline(tmp_path):
+    command = [sys.executable, "run.py", *SHORT, "logger=wandb", "train.log_every=1", f"results.dir={tmp_path}",
+               f"hydra.run.dir={tmp_path}/hydra"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline wandb run was written"
+    assert records(tmp_path)[0]["status"] == "ok"
