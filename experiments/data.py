@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import datasets
-import torch
 from torch.utils.data import DataLoader, Sampler
 
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -211,7 +210,8 @@ def _local_dataset(task: dict, base: Path | None) -> datasets.DatasetDict:
                                      "(the folder it is relative to) or give an absolute path")
                 path = base / path
         if not path.is_file():
-            raise FileNotFoundError(f"task {task['name']!r}: file {path} not found (split {key!r})")
+            hint = "; leave data.glue_dir unset to load it from the hub" if task.get("hub") else ""
+            raise FileNotFoundError(f"task {task['name']!r}: file {path} not found (split {key!r}){hint}")
         names, records = read_table(path, spec)
         result[key] = _to_dataset(records, names, task, dict(spec.get("rename") or {}), str(path))
     return datasets.DatasetDict(result)
