@@ -41,6 +41,10 @@ def smollm2_folder() -> str:
     gguf = next(package.glob("*.gguf"))
     model = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf.name)
+    # the weights are already dequantized to float32: save them as a plain checkpoint
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
