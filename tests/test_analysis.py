@@ -1,5 +1,4 @@
 """analysis/: loading records, paper-style tables, the Pareto front, figures, the command, the notebook."""
-import json
 import os
 import statistics
 import subprocess

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from experiments import results
 from tests.test_runner import REPO, SHORT, records

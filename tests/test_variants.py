@@ -1,5 +1,4 @@
 """The identities the adapter core promises, checked on tiny random models (no download, no peft)."""
-import copy
 import json
 import math
 
