@@ -144,14 +144,17 @@ class LowRankAdapter(Adapter):
     inits = ("kaiming", "gaussian", "random")
 
     @classmethod
+    def check_init(cls, init: str) -> None:
+        if init not in cls.inits:
+            raise ValueError(f"{cls.name}: unknown init {init!r}; choose one of {', '.join(cls.inits)}")
+
+    @classmethod
     def check_options(cls, options: dict) -> None:
         """Called by ``variants.apply`` before any layer is touched."""
-        if options["init"] not in cls.inits:
-            raise ValueError(f"{cls.name}: unknown init {options['init']!r}; choose one of {', '.join(cls.inits)}")
+        cls.check_init(options["init"])
 
     def create_parameters(self, *, alpha: float, shared: Any, init: str, trainable_alpha: bool) -> None:
-        if init not in self.inits:
-            raise ValueError(f"{self.name}: unknown init {init!r}; choose one of {', '.join(self.inits)}")
+        self.check_init(init)  # also when a layer is built directly, without variants.apply
         weight = dense_weight(self.base_layer)
         factory = {"device": weight.device, "dtype": torch.float32}
         self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **factory))
@@ -193,11 +196,13 @@ class LowRankAdapter(Adapter):
         dropped = self.dropout(x)
         if out.dtype != self.lora_B.dtype or dropped.dtype != self.lora_A.dtype:
             return out + self.update(dropped).to(out.dtype)
-        # out + s * (x A^T) B^T as one GEMM that accumulates into the base output: the scale goes on
-        # the small B (out x r) instead of on a (tokens x out) tensor, and there is no separate add
-        low = F.linear(dropped.reshape(-1, self.in_features), self.lora_A)
-        summed = torch.addmm(out.reshape(-1, self.out_features), low, (self.lora_B * self.scale_value()).T)
-        return summed.view(out.shape)
+        return self.add_update(out.reshape(-1, self.out_features), dropped.reshape(-1, self.in_features)
+                               ).view(out.shape)
+
+    def add_update(self, out_flat: torch.Tensor, x_flat: torch.Tensor) -> torch.Tensor:
+        """out + s * (x A^T) B^T as one GEMM that accumulates into ``out`` (2-D, tokens x out): the
+        scale goes on the small B (out x r) instead of on a (tokens x out) tensor, with no separate add."""
+        return torch.addmm(out_flat, F.linear(x_flat, self.lora_A), (self.lora_B * self.scale_value()).T)
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scale_value()

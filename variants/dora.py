@@ -48,22 +48,20 @@ class DoRA(LowRankAdapter):
             return self.base_layer(x)
         factor = self.magnitude / self.weight_norm()
         weight = dense_weight(self.base_layer)
-        if (isinstance(self.dropout, nn.Identity) or not self.training) and weight.dtype == self.lora_A.dtype == x.dtype:
+        bias = getattr(self.base_layer, "bias", None)
+        no_dropout = isinstance(self.dropout, nn.Identity) or not self.training
+        if no_dropout and weight.dtype == self.lora_A.dtype == x.dtype:
             flat = x.reshape(-1, self.in_features)
-            low = F.linear(flat, self.lora_A)
-            # (W + s B A) x, then m/||W + s B A|| * that + bias
-            combined = torch.addmm(F.linear(flat, weight), low, (self.lora_B * self.scale_value()).T)
-            bias = getattr(self.base_layer, "bias", None)
+            combined = self.add_update(F.linear(flat, weight), flat)  # (W + s B A) x
             out = torch.addcmul(bias, combined, factor) if bias is not None else combined * factor
             return out.view(*x.shape[:-1], self.out_features)
         base = self.base_layer(x)
-        if isinstance(self.dropout, nn.Identity) or not self.training:
+        if no_dropout:
             dropped = x
-            bias = getattr(self.base_layer, "bias", None)
             plain = base - bias if bias is not None else base  # W x, reused from the base output
         else:
             dropped = self.dropout(x)
-            plain = F.linear(dropped, dense_weight(self.base_layer))
+            plain = F.linear(dropped, weight)
         # m/||W+dW|| * (W + dW) x + bias, written as a correction of the base output
         correction = (factor - 1) * plain + factor * super().update(dropped)
         return base + correction.to(base.dtype)
