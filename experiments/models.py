@@ -12,6 +12,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from .data import ensure_pad_token
+
 SOURCES = ("minilm", "smollm2", "hub")
 
 
@@ -70,9 +72,7 @@ def load_model_and_tokenizer(name_or_path: str, num_labels: int, dtype: str = "f
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(name_or_path))
     model = AutoModelForSequenceClassification.from_pretrained(
         name_or_path, num_labels=num_labels, dtype=getattr(torch, dtype))
     if model.config.pad_token_id is None:
