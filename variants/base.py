@@ -200,9 +200,13 @@ class LowRankAdapter(Adapter):
                                ).view(out.shape)
 
     def add_update(self, out_flat: torch.Tensor, x_flat: torch.Tensor) -> torch.Tensor:
-        """out + s * (x A^T) B^T as one GEMM that accumulates into ``out`` (2-D, tokens x out): the
-        scale goes on the small B (out x r) instead of on a (tokens x out) tensor, with no separate add."""
-        return torch.addmm(out_flat, F.linear(x_flat, self.lora_A), (self.lora_B * self.scale_value()).T)
+        """out + s * (x A^T) B^T as one GEMM that accumulates into ``out`` (2-D, tokens x out), with no
+        (tokens x out) temporary for the scale or the add. A plain-number scale is the GEMM's own
+        multiplier, so nothing new is saved for backward; a trainable scale multiplies the small B."""
+        scale = self.scale_value()
+        if isinstance(scale, torch.Tensor):
+            return torch.addmm(out_flat, F.linear(x_flat, self.lora_A), (self.lora_B * scale).T)
+        return torch.addmm(out_flat, F.linear(x_flat, self.lora_A), self.lora_B.T, alpha=scale)
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scale_value()
