@@ -26,9 +26,10 @@ BASELINES = ("full", "head")
 #: GLUE tasks in the LoRA paper's column order (others follow, alphabetically)
 TASK_ORDER = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb", "wnli")
 #: settings that tell configurations apart; the table's default rows split on those that vary
-GROUPING_CANDIDATES = ("study", "model", "rank", "alpha", "target_modules")
+GROUPING_CANDIDATES = ("study", "model", "pooling", "rank", "alpha", "target_modules", "lr", "head_lr", "epochs",
+                       "warmup", "max_length")
 #: every configuration field of a record (used to explain runs that look like duplicates)
-CONFIG_FIELDS = ("study", "experiment", "model", "model_name_or_path", "rank", "alpha", "target_modules",
+CONFIG_FIELDS = ("study", "experiment", "model", "model_name_or_path", "pooling", "rank", "alpha", "target_modules",
                  "dropout", "lr", "head_lr", "epochs", "max_steps", "batch_size", "max_length", "warmup",
                  "weight_decay", "max_train_samples")
 RECORD_FIELDS = ("config_hash", "status", "error", "timestamp", "git_commit", "experiment", "variant",

@@ -15,6 +15,7 @@ from pathlib import Path
 from .data import ensure_pad_token
 
 SOURCES = ("minilm", "smollm2", "hub")
+POOLINGS = ("model", "mean")
 
 
 def cache_root() -> Path:
@@ -68,13 +69,55 @@ def resolve_name_or_path(model_cfg) -> str:
     raise ValueError("model.name_or_path is empty: give a hub id such as roberta-base, or a local folder")
 
 
-def load_model_and_tokenizer(name_or_path: str, num_labels: int, dtype: str = "float32"):
+def check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown model.pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+
+
+def use_mean_pooling(model) -> None:
+    """Feed the classifier the mean of the token states over the attention mask (how sentence-transformers
+    pools all-MiniLM-L6-v2) instead of the model's own pooler (BERT: dense + tanh on [CLS]).
+
+    MiniLM's pooler was never trained for sentence embeddings, so its [CLS] output is a poor start for
+    a classifier. Works for encoders whose base model has a ``pooler`` (BERT, RoBERTa, ...)."""
+    from torch import nn
+
+    encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if encoder is None or not hasattr(encoder, "pooler"):
+        raise ValueError(f"model.pooling=mean needs an encoder with a pooler (BERT, RoBERTa, ...); "
+                         f"{type(model).__name__} has none: use model.pooling=model")
+
+    class MaskedMeanPooler(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mask = None
+
+        def forward(self, hidden_states):
+            if self.mask is None:
+                return hidden_states.mean(dim=1)
+            mask = self.mask.unsqueeze(-1).to(hidden_states.dtype)
+            return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    pooler = MaskedMeanPooler()
+
+    def remember_mask(module, args, kwargs):
+        pooler.mask = kwargs.get("attention_mask")
+
+    encoder.pooler = pooler
+    encoder.register_forward_pre_hook(remember_mask, with_kwargs=True)
+
+
+def load_model_and_tokenizer(name_or_path: str, num_labels: int, dtype: str = "float32", pooling: str = "model"):
+    """``pooling``: ``model`` (the model's own head input, e.g. BERT's pooler) or ``mean`` (see use_mean_pooling)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    check_pooling(pooling)
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(name_or_path))
     model = AutoModelForSequenceClassification.from_pretrained(
         name_or_path, num_labels=num_labels, dtype=getattr(torch, dtype))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if pooling == "mean":
+        use_mean_pooling(model)
     return model, tokenizer

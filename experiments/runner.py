@@ -38,7 +38,8 @@ def base_record(cfg: dict, run_hash: str) -> dict:
         "config_hash": run_hash, "status": None, "error": None, "timestamp": results.now(),
         "git_commit": results.git_commit(REPO_ROOT), "experiment": cfg.get("experiment_name"),
         "variant": cfg["variant"]["name"], "task": cfg["task"]["name"], "model": model_label(cfg["model"]),
-        "model_name_or_path": cfg["model"].get("name_or_path"), "rank": cfg["rank"],
+        "model_name_or_path": cfg["model"].get("name_or_path"),
+        "pooling": cfg["model"].get("pooling", "model"), "rank": cfg["rank"],
         "alpha": cfg["alpha"], "target_modules": target_modules_text(cfg["target_modules"]),
         "dropout": cfg["dropout"], "seed": cfg["seed"], "lr": train["lr"], "head_lr": train.get("head_lr"),
         "epochs": train.get("epochs"), "max_steps": train.get("max_steps"), "batch_size": train["batch_size"],
@@ -76,7 +77,8 @@ def run(cfg: dict, log_metrics=None, show_progress=True) -> dict:
     splits = data.load_splits(task, cfg["data"].get("glue_dir"), cfg["data"].get("max_train_samples"),
                               cfg["data"].get("max_eval_samples"), seed=cfg["seed"])
     name_or_path = resolve_name_or_path(cfg["model"])
-    model, tokenizer = load_model_and_tokenizer(name_or_path, task["num_labels"], cfg["model"].get("dtype", "float32"))
+    model, tokenizer = load_model_and_tokenizer(name_or_path, task["num_labels"], cfg["model"].get("dtype", "float32"),
+                                                cfg["model"].get("pooling", "model"))
     total = sum(p.numel() for p in model.parameters())
     variant = cfg["variant"]
     variants.apply(model, variant["name"], rank=cfg["rank"] or 1, alpha=cfg["alpha"],

@@ -49,6 +49,15 @@ def test_a_successful_config_is_skipped_on_rerun(tmp_path):
     assert len(records(tmp_path)) == 1
 
 
+def test_mean_pooling_is_its_own_configuration_and_is_recorded(tmp_path):
+    pooled = runner.run(config(tmp_path, "variant=head", "model.pooling=mean"), show_progress=False)
+    plain = runner.run(config(tmp_path, "variant=head"), show_progress=False)
+    assert pooled["status"] == plain["status"] == "ok"
+    assert (pooled["pooling"], plain["pooling"]) == ("mean", "model")
+    assert pooled["config_hash"] != plain["config_hash"] and not plain.get("skipped")
+    assert pooled["total_params"] == plain["total_params"] - (384 * 384 + 384)  # no pooler weights
+
+
 def test_baselines_ignore_rank_so_a_rank_sweep_runs_them_once(tmp_path):
     a = runner.run(config(tmp_path, "variant=head", "rank=4"), show_progress=False)
     b = runner.run(config(tmp_path, "variant=head", "rank=16"), show_progress=False)
