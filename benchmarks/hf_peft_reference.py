@@ -8,8 +8,9 @@ Defaults follow conf/config.yaml and conf/variant/lora.yaml: all-MiniLM-L6-v2, 3
 (eval 128), lr 5e-4 with linear decay after 6 % warm-up, no weight decay, gradient clipping at 1.0,
 max_length 128, LoRA r=8, alpha=16, dropout 0 on query and value, the classifier head trained at
 the same learning rate, seed 0. Batches are padded per batch and grouped by length, as the
-framework's loader does. Prints one JSON object (dev accuracy and F1, train and total wall time) and
-writes it to ``--out`` when given.
+framework's loader does; ``--pad-to-max-length`` gives the batching of transformers' run_glue.py
+example instead (every example padded to max_length, plain random batches). Prints one JSON object
+(dev accuracy and F1, train and total wall time) and writes it to ``--out`` when given.
 """
 from __future__ import annotations
 
@@ -84,6 +85,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-train-samples", type=int, default=None, help="first N training pairs only")
     parser.add_argument("--max-eval-samples", type=int, default=None, help="first N dev pairs only")
     parser.add_argument("--no-group-by-length", action="store_true", help="plain random batches")
+    parser.add_argument("--pad-to-max-length", action="store_true",
+                        help="pad every example to --max-length and draw plain random batches, as transformers' "
+                             "examples/pytorch/text-classification/run_glue.py does by default")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
@@ -126,8 +130,9 @@ def main(argv=None) -> dict:
         dataset = datasets.Dataset.from_dict(columns)
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
+        padding = "max_length" if args.pad_to_max_length else False
         return dataset.map(lambda batch: tokenizer(batch["sentence1"], batch["sentence2"], truncation=True,
-                                                   max_length=args.max_length),
+                                                   max_length=args.max_length, padding=padding),
                            batched=True, remove_columns=["sentence1", "sentence2"])
 
     train_set = tokenized(train_columns, args.max_train_samples)
@@ -145,7 +150,8 @@ def main(argv=None) -> dict:
             per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.eval_batch_size,
             learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=args.warmup,
             weight_decay=args.weight_decay, max_grad_norm=args.grad_clip, seed=args.seed,
-            train_sampling_strategy="random" if args.no_group_by_length else "group_by_length",
+            train_sampling_strategy=("random" if args.no_group_by_length or args.pad_to_max_length
+                                     else "group_by_length"),
             eval_strategy="no", save_strategy="no", logging_steps=20, report_to="none",
             use_cpu=args.cpu, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
             disable_tqdm=not sys.stderr.isatty())
