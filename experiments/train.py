@@ -5,6 +5,7 @@ task head; built on ``accelerate`` (devices, several GPUs, mixed precision come 
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -17,6 +18,8 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import metrics as task_metrics
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -151,6 +154,7 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
                     curve.append({"step": step, "epoch": step / steps_per_epoch,
                                   "loss": float(np.mean(running)), "eval": None})
                     progress.set_postfix(loss=f"{curve[-1]['loss']:.4f}")
+                    logger.info("step %d/%d: train loss %.4f", step, max_steps, curve[-1]["loss"])
                     if log:
                         log({"train/loss": curve[-1]["loss"], "train/lr": scheduler.get_last_lr()[0]}, step)
                     running = []
@@ -161,6 +165,7 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
                 scores, _ = evaluate(model, eval_loaders, task, accelerator)
                 main = task_metrics.main_score(task, scores)
                 curve.append({"step": step, "epoch": step / steps_per_epoch, "loss": None, "eval": main})
+                logger.info("step %d/%d: dev %s %.4f", step, max_steps, task["main_metric"], main)
                 if log:
                     log({f"eval/{k}": v for k, v in scores.items()}, step)
     progress.close()
