@@ -5,7 +5,7 @@ hyperparameters, trained with nothing but a plain Hugging Face ``Trainer`` and P
     python benchmarks/hf_peft_reference.py --glue-dir /work/shared/glue --max-steps 5   # smoke test
 
 Defaults follow conf/config.yaml and conf/variant/lora.yaml: all-MiniLM-L6-v2, 3 epochs, batch 32
-(eval 128), lr 5e-4 with linear decay after 6 % warm-up, no weight decay, gradient clipping at 1.0,
+(eval 128), lr 2e-3 with linear decay after 6 % warm-up, no weight decay, gradient clipping at 1.0,
 max_length 128, LoRA r=8, alpha=16, dropout 0 on query and value, the classifier head trained at
 the same learning rate, seed 0. Batches are padded per batch and grouped by length, as the
 framework's loader does; ``--pad-to-max-length`` gives the batching of transformers' run_glue.py
@@ -72,7 +72,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=float, default=0.06, help="a fraction of the steps (< 1) or a step count")
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--grad-clip", type=float, default=1.0)
