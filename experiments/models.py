@@ -78,13 +78,14 @@ def use_mean_pooling(model) -> None:
     """Feed the classifier the mean of the token states over the attention mask (how sentence-transformers
     pools all-MiniLM-L6-v2) instead of the model's own pooler (BERT: dense + tanh on [CLS]).
 
-    MiniLM's pooler was never trained for sentence embeddings, so its [CLS] output is a poor start for
-    a classifier. Works for encoders whose base model has a ``pooler`` (BERT, RoBERTa, ...)."""
+    MiniLM's pooler was never trained for sentence embeddings; even so, on MRPC mean pooling did not
+    beat it (results/recipe_search). Works for models whose head reads the base model's ``pooler``
+    (BERT and its relatives); RoBERTa's head reads the first token's state and has no pooler."""
     from torch import nn
 
     encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    if encoder is None or not hasattr(encoder, "pooler"):
-        raise ValueError(f"model.pooling=mean needs an encoder with a pooler (BERT, RoBERTa, ...); "
+    if encoder is None or getattr(encoder, "pooler", None) is None:
+        raise ValueError(f"model.pooling=mean needs a model whose head reads the encoder's pooler (BERT-style); "
                          f"{type(model).__name__} has none: use model.pooling=model")
 
     class MaskedMeanPooler(nn.Module):

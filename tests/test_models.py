@@ -24,3 +24,11 @@ def test_mean_pooling_feeds_the_classifier_the_masked_mean_of_the_token_states()
 def test_mean_pooling_on_a_decoder_says_what_to_use_instead():
     with pytest.raises(ValueError, match="model.pooling=model"):
         use_mean_pooling(make_llama())
+
+
+def test_mean_pooling_refuses_a_model_whose_head_ignores_the_pooler():
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+    config = RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=64)
+    with pytest.raises(ValueError, match="RobertaForSequenceClassification has none"):
+        use_mean_pooling(RobertaForSequenceClassification(config))
