@@ -12,8 +12,6 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .data import ensure_pad_token
-
 SOURCES = ("minilm", "smollm2", "hub")
 POOLINGS = ("model", "mean")
 
@@ -112,6 +110,8 @@ def load_model_and_tokenizer(name_or_path: str, num_labels: int, dtype: str = "f
     """``pooling``: ``model`` (the model's own head input, e.g. BERT's pooler) or ``mean`` (see use_mean_pooling)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .data import ensure_pad_token  # imported here: config checks import this module and need no datasets
 
     check_pooling(pooling)
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(name_or_path))
