@@ -4,6 +4,7 @@
 so a test can make "the same base model" twice (one to adapt, one to load into).
 """
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -17,6 +18,9 @@ from transformers import (BertConfig, BertForSequenceClassification, GPT2Config,
 
 # tiny models gain nothing from several threads, and the test machine's cores are shared
 torch.set_num_threads(1)
+
+#: the real GLUE data in the classic glue_data layout: $GLUE_DIR, else ../shared/glue beside the repo
+GLUE_DIR = Path(os.environ.get("GLUE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "glue")
 
 VOCAB_SIZE = 100
 NUM_LABELS = 3

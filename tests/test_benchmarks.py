@@ -1,14 +1,13 @@
 """The benchmark scripts run (tiny sizes): a script that only runs once per release would rot silently."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import GLUE_DIR
 
 REPO = Path(__file__).resolve().parent.parent
-GLUE_DIR = Path(os.environ.get("GLUE_DIR") or REPO.parent / "shared" / "glue")
 
 
 @pytest.mark.skipif(not (GLUE_DIR / "MRPC").is_dir(), reason=f"no MRPC folder under {GLUE_DIR}")

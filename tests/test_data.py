@@ -14,10 +14,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from conftest import GLUE_DIR  # noqa: E402
 from experiments import data, demo_task  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-GLUE_DIR = Path(os.environ.get("GLUE_DIR") or REPO.parent / "shared" / "glue")
 TASK_DIR = REPO / "conf" / "task"
 
 # (task, folder): train rows, dev rows, label counts of train when SOURCES.md gives them
