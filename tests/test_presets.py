@@ -1,0 +1,56 @@
+"""Every study preset in conf/experiment/ composes, and every value its sweep names is a valid setting,
+so a preset cannot rot between the sessions that run it (each run is hours of CPU)."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from experiments.checks import check_config, normalized
+from experiments.overrides import check
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def sweep_of(preset: str) -> dict[str, list[str]]:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    parser = OverridesParser.create()  # Hydra's own reading of "a,b" and "[a,b],[c]"
+    sweep = {}
+    for key, value in cfg.hydra.sweeper.params.items():
+        override = parser.parse_override(f"{key}={value}")
+        sweep[key] = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                      else [override.get_value_element_as_str()])
+    return sweep
+
+
+def composed(overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_there_are_presets():
+    assert {"glue_table", "glue_table_sst2", "rank_sweep", "target_sweep"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_value_of_a_preset_sweep_is_a_valid_run(preset):
+    sweep = sweep_of(preset)
+    assert sweep, f"{preset} sweeps nothing"
+    first = {key: values[0] for key, values in sweep.items()}
+    for key, values in sweep.items():
+        for value in values:
+            overrides = [f"experiment={preset}"] + [f"{k}={value if k == key else v}" for k, v in first.items()]
+            check(overrides)  # the same check run.py makes before Hydra starts
+            check_config(normalized(composed(overrides)))
+
+
+def test_the_sst2_preset_is_the_main_table_on_a_stated_subset():
+    main, sst2 = sweep_of("glue_table"), sweep_of("glue_table_sst2")
+    assert sst2["task"] == ["sst2"] and sst2["variant"] == main["variant"] and sst2["seed"] == main["seed"]
+    cfg, table = composed(["experiment=glue_table_sst2"]), composed(["experiment=glue_table"])
+    assert cfg["data"]["max_train_samples"] == 8000
+    assert cfg["train"] == table["train"] and cfg["results"] == table["results"]
