@@ -1,8 +1,8 @@
 """The end-to-end reference for ``python run.py task=mrpc variant=lora``: the same model, data and
 hyperparameters, trained with nothing but a plain Hugging Face ``Trainer`` and PEFT's LoRA.
 
-    GLUE_DIR=/work/shared/glue python benchmarks/hf_peft_reference.py
-    python benchmarks/hf_peft_reference.py --glue-dir /work/shared/glue --max-steps 5   # smoke test
+    python benchmarks/hf_peft_reference.py --glue-dir ../shared/glue
+    python benchmarks/hf_peft_reference.py --glue-dir ../shared/glue --max-steps 5   # smoke test
 
 Defaults follow conf/config.yaml and conf/variant/lora.yaml: all-MiniLM-L6-v2, 3 epochs, batch 32
 (eval 128), lr 2e-3 with linear decay after 6 % warm-up, no weight decay, gradient clipping at 1.0,
@@ -65,8 +65,9 @@ def accuracy_and_f1(eval_prediction) -> dict[str, float]:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR", "/work/shared/glue"),
-                        help="folder holding MRPC/{train,dev}.tsv (default: $GLUE_DIR or /work/shared/glue)")
+    beside_repo = Path(__file__).resolve().parents[2] / "shared" / "glue"  # as end_to_end.py's default
+    parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR", str(beside_repo)),
+                        help="folder holding MRPC/{train,dev}.tsv (default: $GLUE_DIR or ../shared/glue beside the repo)")
     parser.add_argument("--model", default=None, help="model folder (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
