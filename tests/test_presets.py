@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from experiments import progress, results
 from experiments.checks import check_config, normalized
 from experiments.overrides import check
 
@@ -15,15 +15,7 @@ PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
 def sweep_of(preset: str) -> dict[str, list[str]]:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
-    parser = OverridesParser.create()  # Hydra's own reading of "a,b" and "[a,b],[c]"
-    sweep = {}
-    for key, value in cfg.hydra.sweeper.params.items():
-        override = parser.parse_override(f"{key}={value}")
-        sweep[key] = (list(override.sweep_string_iterator()) if override.is_sweep_override()
-                      else [override.get_value_element_as_str()])
-    return sweep
+    return progress.sweep([f"experiment={preset}"])
 
 
 def composed(overrides: list[str]) -> dict:
@@ -43,7 +35,7 @@ def test_each_value_of_a_preset_sweep_is_a_valid_run(preset):
     first = {key: values[0] for key, values in sweep.items()}
     for key, values in sweep.items():
         for value in values:
-            overrides = [f"experiment={preset}"] + [f"{k}={value if k == key else v}" for k, v in first.items()]
+            overrides = [f"{k}={value if k == key else v}" for k, v in first.items()]  # experiment= too
             check(overrides)  # the same check run.py makes before Hydra starts
             check_config(normalized(composed(overrides)))
 
@@ -54,3 +46,18 @@ def test_the_sst2_preset_is_the_main_table_on_a_stated_subset():
     cfg, table = composed(["experiment=glue_table_sst2"]), composed(["experiment=glue_table"])
     assert cfg["data"]["max_train_samples"] == 8000
     assert cfg["train"] == table["train"] and cfg["results"] == table["results"]
+
+
+def test_progress_counts_a_sweep_and_sees_what_is_done(tmp_path):
+    sweep = ["experiment=rank_sweep", "variant=lora,head", "rank=4,8", f"results.dir={tmp_path}"]
+    done, missing = progress.progress(sweep)
+    assert done == [] and len(missing) == 3  # lora at two ranks; head ignores rank and counts once
+    point, cfg = next((p, c) for p, c in progress.planned_runs(sweep) if "variant=lora" in p and "rank=8" in p)
+    results.write_record(tmp_path, {"config_hash": results.config_hash(cfg), "status": "ok"})
+    done, missing = progress.progress(sweep)
+    assert done == [point] and len(missing) == 2
+
+
+def test_progress_names_a_typo_with_the_choices(capsys):
+    assert progress.main(["experiment=glue_tabel"]) == 2
+    assert "did you mean 'glue_table'" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+"""How much of a sweep is done: the runs a ``python run.py -m ...`` command would make, each marked done
+(a successful record exists) or missing, without loading data or a model.
+
+    python -m experiments.progress experiment=glue_table
+    python -m experiments.progress experiment=glue_table seed=0 task=mrpc,rte
+
+Takes the same overrides as ``run.py -m``: the preset's sweep (``hydra.sweeper.params``) with the
+command line's values in place of the preset's for the same key, as Hydra's basic sweeper does.
+Runs that are the same configuration (a baseline in a rank sweep) count once.
+"""
+from __future__ import annotations
+
+import itertools
+import shlex
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from . import results
+from .checks import normalized
+from .overrides import CONF_DIR, OverrideError, check
+
+
+def _values(parser: OverridesParser, key: str, value: str) -> list[str]:
+    override = parser.parse_override(f"{key}={value}")
+    return list(override.sweep_string_iterator()) if override.is_sweep_override() else [value]
+
+
+def sweep(overrides: list[str], conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
+    """Each swept key and its values: the preset's ``hydra.sweeper.params``, then the command line."""
+    parser = OverridesParser.create()
+    fixed = [o for o in overrides if not parser.parse_override(o).is_sweep_override()]
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose("config", overrides=fixed, return_hydra_config=True)
+    keys = {}
+    for override in overrides:  # the command line first, so that a missing run reads like its command
+        key, value = override.split("=", 1)
+        keys[key] = _values(parser, key, value)
+    for key, value in (cfg.hydra.sweeper.params or {}).items():
+        keys.setdefault(key, _values(parser, key, str(value)))
+    return keys
+
+
+def planned_runs(overrides: list[str], conf_dir: Path = CONF_DIR) -> list[tuple[list[str], dict]]:
+    """(overrides, resolved and normalized config) of every run the sweep makes, in the sweep's order."""
+    keys = sweep(overrides, conf_dir)
+    runs = []
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        for values in itertools.product(*keys.values()):
+            point = [f"{key}={value}" for key, value in zip(keys, values)]
+            cfg = OmegaConf.to_container(compose("config", overrides=point), resolve=True)
+            runs.append((point, normalized(cfg)))
+    return runs
+
+
+def progress(overrides: list[str], conf_dir: Path = CONF_DIR) -> tuple[list[list[str]], list[list[str]]]:
+    """(done, missing): the distinct runs of the sweep, as their overrides."""
+    done, missing, seen = [], [], set()
+    for point, cfg in planned_runs(overrides, conf_dir):
+        run_hash = results.config_hash(cfg)
+        if run_hash in seen:
+            continue
+        seen.add(run_hash)
+        (done if results.has_successful_record(cfg["results"]["dir"], run_hash) else missing).append(point)
+    return done, missing
+
+
+def main(argv: list[str]) -> int:
+    try:
+        check(argv)
+    except OverrideError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    done, missing = progress(argv)
+    total = len(done) + len(missing)
+    print(f"{len(done)} of {total} runs done, {len(missing)} missing")
+    for point in missing:
+        print("  python run.py", " ".join(map(shlex.quote, point)))
+    if missing:
+        print("(each needs the data too, e.g. data.glue_dir=../shared/glue; a sweep command runs them all and "
+              "skips what is done)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
