@@ -24,23 +24,24 @@ from .checks import normalized
 from .overrides import CONF_DIR, OverrideError, check
 
 
-def _values(parser: OverridesParser, key: str, value: str) -> list[str]:
-    override = parser.parse_override(f"{key}={value}")
-    return list(override.sweep_string_iterator()) if override.is_sweep_override() else [value]
+def _values(override) -> list[str]:
+    """A parsed override's values: ``a,b`` and ``[a,b],[c]`` as Hydra reads them, else the one value."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()]
 
 
 def sweep(overrides: list[str], conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     """Each swept key and its values: the preset's ``hydra.sweeper.params``, then the command line."""
     parser = OverridesParser.create()
-    fixed = [o for o in overrides if not parser.parse_override(o).is_sweep_override()]
+    parsed = {override.split("=", 1)[0]: parser.parse_override(override) for override in overrides}
+    fixed = [o for o, p in zip(overrides, parsed.values()) if not p.is_sweep_override()]
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose("config", overrides=fixed, return_hydra_config=True)
-    keys = {}
-    for override in overrides:  # the command line first, so that a missing run reads like its command
-        key, value = override.split("=", 1)
-        keys[key] = _values(parser, key, value)
+    # the command line first, so that a missing run reads like its command
+    keys = {key: _values(override) for key, override in parsed.items()}
     for key, value in (cfg.hydra.sweeper.params or {}).items():
-        keys.setdefault(key, _values(parser, key, str(value)))
+        keys.setdefault(key, _values(parser.parse_override(f"{key}={value}")))
     return keys
 
 

@@ -1,5 +1,6 @@
 """Every study preset in conf/experiment/ composes, and every value its sweep names is a valid setting,
-so a preset cannot rot between the sessions that run it (each run is hours of CPU)."""
+so a preset cannot rot between the sessions that run it (each run is hours of CPU); and
+``experiments.progress`` counts a sweep's runs, done and missing, from their config hashes."""
 from pathlib import Path
 
 import pytest
