@@ -202,6 +202,7 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
 
     Cells are ``metric`` x ``scale`` over seeds: ``"84.2 ± 0.6"`` (mean ± sample std; the mean alone
     for a single seed) with ``stat="mean±std"`` (or ``"mean"``), or ``"84.2"`` with ``stat="median"``.
+    A cell with fewer seeds than the table's fullest cell says how many: ``"84.2 ± 0.6 (n=2)"``.
     Avg. is the mean over tasks of the cells' means (or medians); "–" when a row lacks some task.
     Rows are ``by`` (default: variant, plus rank/alpha/target_modules/... where they vary); baselines
     (full, head) show no rank, alpha or target modules.
@@ -212,6 +213,7 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
     summary = summarize(df, by=keys, metric=metric)
     centre = "median" if stat == "median" else "mean"
     tasks = ordered_tasks(summary["task"])
+    most_seeds = summary["n"].max()
     headers = {task: _task_header(task, summary[summary["task"] == task]["main_metric"]) for task in tasks}
     rows = []
     for values, config in summary.groupby(keys, dropna=False, sort=False):
@@ -228,6 +230,8 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
             spread = cell["std"].iloc[0] * scale
             row[headers[task]] = _format_cell(centres[task], None if stat == "median" else spread,
                                               decimals)
+            if cell["n"].iloc[0] < most_seeds:
+                row[headers[task]] += f" (n={cell['n'].iloc[0]})"
         complete = len(centres) == len(tasks)
         row["Avg."] = f"{np.mean(list(centres.values())):.{decimals}f}" if complete else "–"
         rows.append(row)
@@ -314,9 +318,9 @@ def _markdown_cell(value) -> str:
 
 
 def _looks_numeric(column: pd.Series) -> bool:
-    """Formatted numbers such as "84.2 ± 0.6", "22.7M" or "–" count as numeric (right-aligned)."""
+    """Formatted numbers such as "84.2 ± 0.6 (n=2)", "22.7M" or "–" count as numeric (right-aligned)."""
     def is_number(text: str) -> bool:
-        text = text.split(" ± ")[0].rstrip("MK")
+        text = text.split(" (n=")[0].split(" ± ")[0].rstrip("MK")
         try:
             float(text)
             return True
