@@ -34,12 +34,12 @@ def _values(override) -> list[str]:
 def sweep(overrides: list[str], conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     """Each swept key and its values: the preset's ``hydra.sweeper.params``, then the command line."""
     parser = OverridesParser.create()
-    parsed = {override.split("=", 1)[0]: parser.parse_override(override) for override in overrides}
-    fixed = [o for o, p in zip(overrides, parsed.values()) if not p.is_sweep_override()]
+    parsed = [(override, parser.parse_override(override)) for override in overrides]
+    fixed = [override for override, p in parsed if not p.is_sweep_override()]
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose("config", overrides=fixed, return_hydra_config=True)
     # the command line first, so that a missing run reads like its command
-    keys = {key: _values(override) for key, override in parsed.items()}
+    keys = {override.split("=", 1)[0]: _values(p) for override, p in parsed}
     for key, value in (cfg.hydra.sweeper.params or {}).items():
         keys.setdefault(key, _values(parser.parse_override(f"{key}={value}")))
     return keys
