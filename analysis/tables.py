@@ -223,15 +223,16 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
         centres = {}
         for task in tasks:
             cell = config[config["task"] == task]
-            if cell.empty or cell["n"].iloc[0] == 0:
+            seeds = 0 if cell.empty else cell["n"].iloc[0]
+            if seeds == 0:
                 row[headers[task]] = "–"
                 continue
             centres[task] = cell[centre].iloc[0] * scale
             spread = cell["std"].iloc[0] * scale
             row[headers[task]] = _format_cell(centres[task], None if stat == "median" else spread,
                                               decimals)
-            if cell["n"].iloc[0] < most_seeds:
-                row[headers[task]] += f" (n={cell['n'].iloc[0]})"
+            if seeds < most_seeds:
+                row[headers[task]] += f" (n={seeds})"
         complete = len(centres) == len(tasks)
         row["Avg."] = f"{np.mean(list(centres.values())):.{decimals}f}" if complete else "–"
         rows.append(row)
