@@ -75,7 +75,10 @@ def run(arguments: argparse.Namespace) -> int:
         say("no successful run to summarize", file=sys.stderr)
         return 1
     by = arguments.by.split(",") if arguments.by else None
-    cells = "median over seeds" if arguments.stat == "median" else "mean ± std over seeds"
+    if by and "seed" in by:
+        cells = "one seed per row"
+    else:
+        cells = "median over seeds" if arguments.stat == "median" else "mean ± std over seeds"
     say(f"## Main metric per task ×100 ({cells})\n")
     say(tables.to_markdown(tables.variant_task_table(df, stat=arguments.stat, by=by)))
     say("\n## Cost (median over all runs of a configuration)\n")
