@@ -27,13 +27,18 @@ class NoDataError(ValueError):
 
 # --------------------------------------------------------------------------------------------- helpers
 def save_figure(fig: Figure, folder: str | Path, name: str) -> list[Path]:
-    """Write ``fig`` as ``folder/name.png`` (150 dpi) and ``folder/name.svg``; return both paths."""
+    """Write ``fig`` as ``folder/name.png`` (150 dpi) and ``folder/name.svg``; return both paths.
+
+    The same figure gives the same bytes on every call (no date in the SVG, fixed SVG ids), so
+    regenerating a results folder's figures changes only those whose data changed.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "figure"
     paths = [folder / f"{stem}.png", folder / f"{stem}.svg"]
     fig.savefig(paths[0], dpi=150)  # the figures use constrained layout: nothing is cut off
-    fig.savefig(paths[1])
+    with matplotlib.rc_context({"svg.hashsalt": stem}):
+        fig.savefig(paths[1], metadata={"Date": None})
     return paths
 
 

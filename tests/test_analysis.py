@@ -203,6 +203,13 @@ def test_each_plot_writes_non_empty_png_and_svg(plot, df, tmp_path):
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in figure.axes if ax.has_data())
 
 
+def test_saving_the_same_figure_twice_gives_the_same_bytes(df, tmp_path):
+    first = analysis.save_figure(analysis.plot_cost(df, "mrpc"), tmp_path / "a", "cost")
+    second = analysis.save_figure(analysis.plot_cost(df, "mrpc"), tmp_path / "b", "cost")
+    for one, other in zip(first, second):
+        assert one.read_bytes() == other.read_bytes(), one.name
+
+
 def test_rank_plot_draws_hand_computed_means_at_the_fixed_alpha(results, df):
     _, records = results
     figure = analysis.plot_metric_vs_rank(df, "rte")
