@@ -112,6 +112,13 @@ def _task_runs(df: pd.DataFrame, task: str | None) -> tuple[pd.DataFrame, str]:
     return runs[runs["task"] == task], task
 
 
+def _configurations(runs: pd.DataFrame, by: list[str] | str | None) -> list[str]:
+    """The columns that make one configuration: ``by``, or variant plus the settings that vary
+    (``default_grouping``); always starting from ``variant``, which picks the colour."""
+    keys = default_grouping(runs) if by is None else [by] if isinstance(by, str) else list(by)
+    return keys if "variant" in keys else ["variant", *keys]
+
+
 def _metric_label(runs: pd.DataFrame, metric: str, scale: float) -> str:
     column = metric_column(runs, metric)
     if column == "main_score":
@@ -137,8 +144,7 @@ def plot_metric_vs_params(df: pd.DataFrame, task: str | None = None, metric: str
     Configurations are ``by`` (default: variant plus the settings that vary, see ``default_grouping``).
     """
     runs, task = _task_runs(df, task)
-    keys = default_grouping(runs) if by is None else [by] if isinstance(by, str) else list(by)
-    keys = keys if "variant" in keys else ["variant", *keys]  # points are coloured by variant
+    keys = _configurations(runs, by)
     points = summarize(runs, by=keys, metric=metric)
     points = points.assign(score=points["mean"] * scale, spread=points["std"].fillna(0) * scale)
     points = points.dropna(subset=["trainable_params", "score"])
@@ -244,13 +250,14 @@ def _sweep_figure(df, task, *, x, fixed, fixed_value, variants, metric, scale) -
     return fig
 
 
-def plot_cost(df: pd.DataFrame, task: str | None = None, by: list[str] | str = "variant") -> Figure:
-    """Bars of train time and peak memory per variant (mean ± std over all of its ok runs on ``task``).
+def plot_cost(df: pd.DataFrame, task: str | None = None, by: list[str] | str | None = None) -> Figure:
+    """Bars of train time and peak memory per configuration (mean ± std over its ok runs on ``task``).
 
-    ``by`` splits the bars further (e.g. ``["variant", "rank"]``); filter ``df`` to compare one setting.
+    Configurations are ``by`` (default: variant plus the settings that vary, see ``default_grouping``);
+    ``by="variant"`` pools every run of a variant.
     """
     runs, task = _task_runs(df, task)
-    keys = [by] if isinstance(by, str) else list(by)
+    keys = _configurations(runs, by)
     columns = {"train_seconds": "train time (s)", "peak_memory_mb": "peak memory (MB)"}
     if runs[list(columns)].isna().all().all():
         raise NoDataError(f"no run on {task} recorded train_seconds or peak_memory_mb")
@@ -281,14 +288,15 @@ def _variant_of(index_value, keys) -> str:
     return dict(zip(keys, values)).get("variant", "")
 
 
-def plot_learning_curves(df: pd.DataFrame, task: str | None = None, by: list[str] | str = "variant"
+def plot_learning_curves(df: pd.DataFrame, task: str | None = None, by: list[str] | str | None = None
                          ) -> Figure:
     """Training loss (and the logged dev score, if any) against step.
 
-    A thin line per run and a bold mean line per group (``by``, default: per variant).
+    A thin line per run and a bold mean line per configuration (``by``, default: variant plus the
+    settings that vary, see ``default_grouping``), so runs of different settings are never averaged.
     """
     runs, task = _task_runs(df, task)
-    keys = [by] if isinstance(by, str) else list(by)
+    keys = _configurations(runs, by)
     points = []
     for _, run in runs.iterrows():
         for point in run["learning_curve"] if isinstance(run["learning_curve"], list) else []:

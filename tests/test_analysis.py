@@ -240,6 +240,17 @@ def test_alpha_plot_shows_only_variants_swept_over_alpha(df):
     assert "r = 8" in ax.get_title()
 
 
+def test_learning_curves_never_average_runs_of_different_settings(df):
+    logged = df[(df["status"] == "ok") & (df["task"] == "mrpc")
+                & df["learning_curve"].apply(lambda curve: isinstance(curve, list) and len(curve) > 0)]
+    one = logged[logged["variant"] == "lora"].iloc[[0]]
+    other = one.assign(rank=one["rank"] * 4, path=one["path"] + ".rank32")  # same variant, other rank
+    ax = analysis.plot_learning_curves(pd.concat([one, other]), "mrpc").axes[0]
+    labels = [line.get_label() for line in ax.lines if line.get_linewidth() == 2]
+    assert len(labels) == len(set(labels)) == 2, labels
+    assert all("mean of 1 runs" in label for label in labels)
+
+
 def test_plots_explain_missing_data(df):
     with pytest.raises(analysis.NoDataError, match="rank sweep"):
         analysis.plot_metric_vs_rank(df[df["rank"] == 8], "mrpc")
