@@ -319,8 +319,8 @@ def plot_learning_curves(df: pd.DataFrame, task: str | None = None, by: list[str
                 ax.plot(run["step"], run[column], color=color, alpha=0.2, linewidth=0.8)
             mean = group.groupby("step")[column].mean()
             runs_in_group = group["run"].nunique()
-            ax.plot(mean.index, mean.to_numpy(), color=color, linewidth=2,
-                    label=f"{name} (mean of {runs_in_group} runs)")
+            how_many = "one run" if runs_in_group == 1 else f"mean of {runs_in_group} runs"
+            ax.plot(mean.index, mean.to_numpy(), color=color, linewidth=2, label=f"{name} ({how_many})")
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
         ax.legend(fontsize=8, loc="best")

@@ -248,7 +248,7 @@ def test_learning_curves_never_average_runs_of_different_settings(df):
     ax = analysis.plot_learning_curves(pd.concat([one, other]), "mrpc").axes[0]
     labels = [line.get_label() for line in ax.lines if line.get_linewidth() == 2]
     assert len(labels) == len(set(labels)) == 2, labels
-    assert all("mean of 1 runs" in label for label in labels)
+    assert all(label.endswith("(one run)") for label in labels)
 
 
 def test_plots_explain_missing_data(df):
