@@ -62,3 +62,15 @@ def test_progress_counts_a_sweep_and_sees_what_is_done(tmp_path):
 def test_progress_names_a_typo_with_the_choices(capsys):
     assert progress.main(["experiment=glue_tabel"]) == 2
     assert "did you mean 'glue_table'" in capsys.readouterr().err
+
+
+#: presets whose records are committed under results/: a change to the config (a new key, a new default)
+#: that alters their config hashes would make skip-on-rerun and progress lose them
+COMMITTED_STUDIES = ["glue_table", "glue_table_sst2", "rank_sweep", "alpha_sweep", "target_sweep"]
+
+
+@pytest.mark.parametrize("preset", COMMITTED_STUDIES)
+def test_committed_studies_are_still_recognised_as_done(preset, monkeypatch):
+    monkeypatch.chdir(CONF.parent)  # the presets' results.dir is relative to the repository
+    done, missing = progress.progress([f"experiment={preset}"])
+    assert done and not missing, f"{len(missing)} runs of {preset} no longer match a committed record"
