@@ -20,6 +20,20 @@ RUNS_FOLDER = "runs"
 # Keys of the resolved config that do not change what a run computes, so they stay out of its hash.
 NOT_HASHED = ("results", "logger", "wandb", "experiment_name")
 NOT_HASHED_DATA = ("glue_dir",)
+#: Settings added after records were made, with the value(s) that reproduce the behaviour from before
+#: they existed: a key at such a value is hashed as if absent, so adding a setting never changes the
+#: hash of a configuration that does not use it (committed records stay recognised). Dotted paths.
+HASH_NEUTRAL: dict[str, tuple] = {}
+
+
+def _without_neutral(payload: dict, prefix: str = "") -> dict:
+    kept = {}
+    for key, value in payload.items():
+        path = f"{prefix}{key}"
+        if path in HASH_NEUTRAL and value in HASH_NEUTRAL[path]:
+            continue
+        kept[key] = _without_neutral(value, path + ".") if isinstance(value, dict) else value
+    return kept
 
 
 def config_hash(config: dict) -> str:
@@ -27,7 +41,7 @@ def config_hash(config: dict) -> str:
     payload = {k: v for k, v in config.items() if k not in NOT_HASHED}
     if isinstance(payload.get("data"), dict):
         payload["data"] = {k: v for k, v in payload["data"].items() if k not in NOT_HASHED_DATA}
-    text = json.dumps(payload, sort_keys=True, default=str)
+    text = json.dumps(_without_neutral(payload), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -44,3 +44,12 @@ def test_unreadable_record_counts_as_missing(tmp_path):
     path.write_text('{"config_hash": "abc1')  # as if cut off
     assert results.read_record(path) is None
     assert not results.has_successful_record(tmp_path, "abc123def456")
+
+
+def test_a_new_setting_at_its_neutral_value_leaves_the_hash_alone(monkeypatch):
+    cfg = {"rank": 8, "data": {"max_train_samples": None}, "train": {"lr": 1e-3}}
+    monkeypatch.setitem(results.HASH_NEUTRAL, "data.new_setting", (None, 0))
+    monkeypatch.setitem(results.HASH_NEUTRAL, "train.other", (False,))
+    assert results.config_hash({**cfg, "data": {"max_train_samples": None, "new_setting": 0}}) == results.config_hash(cfg)
+    assert results.config_hash({**cfg, "train": {"lr": 1e-3, "other": False}}) == results.config_hash(cfg)
+    assert results.config_hash({**cfg, "data": {"max_train_samples": None, "new_setting": 0.1}}) != results.config_hash(cfg)
