@@ -1,18 +1,22 @@
 """End to end: ``python run.py task=mrpc variant=lora`` against plain Hugging Face Trainer + PEFT scripts
-with the same model and hyperparameters (``hf_peft_reference.py``), total wall time and dev scores.
+with the same model and hyperparameters (``hf_peft_reference.py``): wall time and dev scores, each
+contender run several times (seeds 0, 1, 2, ...), interleaved, at the learning rate of LoRA's recipe.
 
-    python benchmarks/end_to_end.py --glue-dir ../shared/glue              # all three, one after the other
-    python benchmarks/end_to_end.py --contenders ours --glue-dir ../shared/glue   # re-measure one
-    python benchmarks/end_to_end.py --glue-dir ../shared/glue --max-steps 5       # smoke test
+    python benchmarks/end_to_end.py --glue-dir ../shared/glue                 # 3 x 3 runs (~60 min, 2 cores)
+    python benchmarks/end_to_end.py --glue-dir ../shared/glue --contenders ours,hf_grouped --repeats 4
+    python benchmarks/end_to_end.py --glue-dir ../shared/glue --repeats 1 --max-steps 3 --out /tmp/e2e  # smoke
 
-Contenders (each a fresh process, timed from the outside, run one at a time):
-  * ``ours``: ``python run.py task=mrpc variant=lora`` (records go to a temporary results folder);
+Contenders (each run a fresh process, timed from the outside, one at a time):
+  * ``ours``: ``python run.py task=mrpc variant=lora seed=K`` (records go to a temporary results folder);
   * ``hf_grouped``: the Trainer reference with per-batch padding and length-grouped batches, as ours;
   * ``hf_padded``: the Trainer reference batched like transformers' run_glue.py example (every
     example padded to max_length, random batches).
-Each result is kept as ``<out>/<contender>.json``; the table (``<out>/end_to_end.md``) is built from
-every result in ``<out>``, so contenders can be re-measured one at a time. Do not run anything else
-on the machine meanwhile.
+Repeat K runs every chosen contender once with seed K, in an order shuffled for that repeat, so that a
+slow stretch of the machine does not fall on one contender's runs only. The learning rate is
+``conf/variant/lora.yaml``'s (the recipe, where LoRA clearly learns on MRPC) unless ``--lr`` says
+otherwise. Each result is kept as ``<out>/<contender>-seed<K>.json``; the table (``<out>/end_to_end.md``:
+mean, standard deviation and range of wall time, accuracy and F1 over the seeds) is built from every
+such result in ``<out>``, so runs can be added later. Do not run anything else on the machine meanwhile.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import argparse
 import json
 import os
 import platform
+import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,23 +33,34 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+from benchmarks import contenders as setups  # noqa: E402
+from benchmarks.harness import load_warning  # noqa: E402
+
 CONTENDERS = ("ours", "hf_grouped", "hf_padded")
 REFERENCE = ["benchmarks/hf_peft_reference.py"]
+#: the variant both sides train; its recipe gives the learning rate
+VARIANT = "lora"
+MIN_REPEATS = 3
 
 
-def command_for(contender: str, args, scratch: Path) -> list[str]:
+def command_for(contender: str, seed: int, args, scratch: Path) -> list[str]:
     if contender == "ours":
-        command = ["run.py", "task=mrpc", "variant=lora", f"train.lr={args.lr}", f"data.glue_dir={args.glue_dir}",
-                   f"results.dir={scratch}", f"hydra.run.dir={scratch}/hydra", "results.skip_existing=false"]
-        if args.max_steps:
-            command.append(f"train.max_steps={args.max_steps}")
-        return command
-    command = [*REFERENCE, "--glue-dir", str(args.glue_dir), "--lr", str(args.lr), "--out", str(scratch / "reference.json")]
+        command = ["run.py", "task=mrpc", f"variant={VARIANT}", f"seed={seed}", f"train.lr={args.lr}",
+                   f"data.glue_dir={args.glue_dir}", f"results.dir={scratch}", f"hydra.run.dir={scratch}/hydra",
+                   "results.skip_existing=false"]
+        limits = {"train.max_steps": args.max_steps, "data.max_train_samples": args.max_train_samples,
+                  "data.max_eval_samples": args.max_eval_samples}
+        return command + [f"{key}={value}" for key, value in limits.items() if value]
+    command = [*REFERENCE, "--glue-dir", str(args.glue_dir), "--seed", str(seed), "--lr", str(args.lr),
+               "--out", str(scratch / "reference.json")]
     if contender == "hf_padded":
         command.append("--pad-to-max-length")
-    if args.max_steps:
-        command += ["--max-steps", str(args.max_steps)]
-    return command
+    limits = {"--max-steps": args.max_steps, "--max-train-samples": args.max_train_samples,
+              "--max-eval-samples": args.max_eval_samples}
+    return command + [part for key, value in limits.items() if value for part in (key, str(value))]
 
 
 def scores_of(contender: str, scratch: Path) -> dict:
@@ -57,65 +74,125 @@ def scores_of(contender: str, scratch: Path) -> dict:
     return {key: reference[key] for key in ("accuracy", "f1", "steps", "train_seconds")}
 
 
-def measure(contender: str, args) -> dict:
+def measure(contender: str, seed: int, args) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"end_to_end_{contender}_") as folder:
         scratch = Path(folder)
-        command = [sys.executable, *command_for(contender, args, scratch)]
-        print(f"[{contender}] {' '.join(command[1:])}", file=sys.stderr, flush=True)
+        command = [sys.executable, *command_for(contender, seed, args, scratch)]
+        print(f"[{contender} seed {seed}] {' '.join(command[1:])}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
         wall = time.perf_counter() - started
         if done.returncode != 0:
-            raise RuntimeError(f"{contender} exited with {done.returncode}:\n{done.stderr[-3000:]}")
-        result = {"contender": contender, "command": "python " + " ".join(command[1:]),
+            raise RuntimeError(f"{contender} (seed {seed}) exited with {done.returncode}:\n{done.stderr[-3000:]}")
+        result = {"contender": contender, "seed": seed, "lr": args.lr, "command": "python " + " ".join(command[1:]),
                   "wall_seconds": wall, **scores_of(contender, scratch)}
-    print(f"[{contender}] {wall:.0f} s, accuracy {result['accuracy']:.4f}, F1 {result['f1']:.4f}",
+    print(f"[{contender} seed {seed}] {wall:.0f} s, accuracy {result['accuracy']:.4f}, F1 {result['f1']:.4f}",
           file=sys.stderr, flush=True)
     return result
 
 
-def table(out: Path) -> str:
-    found = {c: json.loads((out / f"{c}.json").read_text()) for c in CONTENDERS if (out / f"{c}.json").is_file()}
-    lines = ["| contender | wall s | ours / this | train s | steps | dev accuracy | dev F1 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+def schedule(chosen: list[str], repeats: int) -> list[tuple[str, int]]:
+    """(contender, seed) in run order: repeat K runs every contender once with seed K, shuffled."""
+    order = []
+    for seed in range(repeats):
+        shuffled = list(chosen)
+        random.Random(seed).shuffle(shuffled)
+        order += [(contender, seed) for contender in shuffled]
+    return order
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """'mean ± sd (min–max)' of ``values`` times ``scale``; the sd only from two values on."""
+    values = [v * scale for v in values]
+    text = f"{statistics.mean(values):.{digits}f}"
+    if len(values) > 1:
+        text += f" ± {statistics.stdev(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+    return text
+
+
+def read_results(out: Path) -> dict[str, list[dict]]:
+    found = {}
+    for contender in CONTENDERS:
+        runs = [json.loads(p.read_text()) for p in sorted(out.glob(f"{contender}-seed*.json"))]
+        if runs:
+            found[contender] = sorted(runs, key=lambda r: r["seed"])
+    return found
+
+
+def table(found: dict[str, list[dict]], warning: str | None = None) -> str:
+    lines = ["| contender | runs (seeds) | lr | wall s | ours / this (mean wall) | train s | steps | "
+             "dev accuracy | dev F1 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     ours = found.get("ours")
-    for name, result in found.items():
-        ratio = f"{ours['wall_seconds'] / result['wall_seconds']:.2f}" if ours else "n/a"
-        lines.append(f"| {name} | {result['wall_seconds']:.0f} | {ratio} | {result['train_seconds']:.0f} | "
-                     f"{result['steps']} | {100 * result['accuracy']:.2f} | {100 * result['f1']:.2f} |")
-    commands = "\n".join(f"- {name}: `{result['command']}` (measured {result.get('measured', '?')})"
-                         for name, result in found.items())
-    return (f"# End to end: MRPC, LoRA r=8 on query,value, 3 epochs\n\nMade by `python benchmarks/end_to_end.py`"
-            f" (each contender a fresh process timed from the outside, one at a time).\n\n"
-            + "\n".join(lines) + f"\n\nTargets: ours ≤ 0.7 × the reference's wall time; dev accuracy and F1 within "
-            f"one point.\n\nCommands (temporary folders shown as run):\n{commands}\n")
+    for name, runs in found.items():
+        wall = statistics.mean(r["wall_seconds"] for r in runs)
+        ratio = f"{statistics.mean(r['wall_seconds'] for r in ours) / wall:.2f}" if ours else "n/a"
+        lrs = sorted({f"{r.get('lr', '?')}" for r in runs})
+        lines.append(f"| {name} | {len(runs)} ({', '.join(str(r['seed']) for r in runs)}) | {', '.join(lrs)} | "
+                     f"{spread([r['wall_seconds'] for r in runs], digits=0)} | {ratio} | "
+                     f"{spread([r['train_seconds'] for r in runs], digits=0)} | "
+                     f"{'/'.join(sorted({str(r['steps']) for r in runs}))} | "
+                     f"{spread([r['accuracy'] for r in runs], 100)} | {spread([r['f1'] for r in runs], 100)} |")
+    notes = []
+    if any(len(runs) < MIN_REPEATS for runs in found.values()):
+        notes.append(f"Fewer than {MIN_REPEATS} runs for some contender: its spread says little.")
+    if ours:
+        by_seed = {r["seed"]: r["accuracy"] for r in ours}
+        for name, runs in found.items():
+            paired = [100 * (by_seed[r["seed"]] - r["accuracy"]) for r in runs if name != "ours" and r["seed"] in by_seed]
+            if paired:
+                notes.append(f"Accuracy, ours − {name}, seed by seed: {', '.join(f'{d:+.2f}' for d in paired)} "
+                             f"points (mean {statistics.mean(paired):+.2f}).")
+    commands = "\n".join(f"- {name} (seed {r['seed']}): `{r['command']}` (measured {r.get('measured', '?')})"
+                         for name, runs in found.items() for r in runs)
+    return ("# End to end: MRPC, LoRA r=8 on query,value, 3 epochs\n\nMade by `python benchmarks/end_to_end.py` "
+            "(each run a fresh process timed from the outside, one at a time; every contender once per seed, "
+            "in a shuffled order per seed). Values: mean ± standard deviation (min–max) over the seeds.\n\n"
+            + (f"**{warning}**\n\n" if warning else "") + "\n".join(lines) + "\n\n" + "".join(n + "\n" for n in notes)
+            + "\nTargets: ours ≤ 0.7 × the reference's wall time; dev accuracy and F1 within one point.\n\n"
+            f"Commands (temporary folders shown as run):\n{commands}\n")
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, from " + ",".join(CONTENDERS))
+    parser.add_argument("--repeats", type=positive, default=MIN_REPEATS,
+                        help=f"runs per contender, seeds 0 .. repeats-1 (default {MIN_REPEATS})")
     parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR", str(ROOT.parent / "shared" / "glue")))
-    parser.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (smoke test)")
-    parser.add_argument("--lr", type=float, default=5e-4,
-                        help="learning rate of both (default 5e-4, as in results/benchmark/end_to_end; the "
-                             "framework's LoRA default is now 2e-3, which changes the scores, not the time)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"learning rate of both (default: conf/variant/{VARIANT}.yaml's, "
+                             f"{setups.recipe(VARIANT).lr:g})")
+    parser.add_argument("--max-steps", type=positive, default=None, help="stop each run after this many steps (smoke test)")
+    parser.add_argument("--max-train-samples", type=positive, default=None, help="first N training pairs (smoke test)")
+    parser.add_argument("--max-eval-samples", type=positive, default=None, help="first N dev pairs (smoke test)")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmark" / "end_to_end"))
     args = parser.parse_args(argv)
     chosen = [c.strip() for c in args.contenders.split(",") if c.strip()]
     unknown = sorted(set(chosen) - set(CONTENDERS))
-    if unknown:
-        parser.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    if unknown or not chosen:
+        parser.error(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(CONTENDERS)}")
     if not (Path(args.glue_dir) / "MRPC" / "train.tsv").is_file():
         parser.error(f"--glue-dir {args.glue_dir} has no MRPC/train.tsv (the classic glue_data layout)")
+    if args.lr is None:
+        args.lr = setups.recipe(VARIANT).lr
+    warning = load_warning(os.getloadavg()[0])
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for contender in chosen:
-        result = measure(contender, args)
+    for contender, seed in schedule(chosen, args.repeats):
+        result = measure(contender, seed, args)
         result.update(measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.machine(),
-                      cpus=os.cpu_count(), max_steps=args.max_steps)
-        (out / f"{contender}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = table(out)
+                      cpus=os.cpu_count(), max_steps=args.max_steps, load_warning=warning)
+        (out / f"{contender}-seed{seed}.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = table(read_results(out), warning)
     (out / "end_to_end.md").write_text(text)
     print(text)
 

