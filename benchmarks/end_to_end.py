@@ -2,7 +2,7 @@
 with the same model and hyperparameters (``hf_peft_reference.py``): wall time and dev scores, each
 contender run several times (seeds 0, 1, 2, ...), interleaved, at the learning rate of LoRA's recipe.
 
-    python benchmarks/end_to_end.py --glue-dir ../shared/glue                 # 3 x 3 runs (~60 min, 2 cores)
+    python benchmarks/end_to_end.py --glue-dir ../shared/glue                 # 3 x 3 runs (~90 min, 2 cores)
     python benchmarks/end_to_end.py --glue-dir ../shared/glue --contenders ours,hf_grouped --repeats 4
     python benchmarks/end_to_end.py --glue-dir ../shared/glue --repeats 1 --max-steps 3 --out /tmp/e2e  # smoke
 

@@ -163,3 +163,31 @@ def test_step_time_names_an_unknown_variant_and_the_choices():
     done = subprocess.run([sys.executable, "benchmarks/step_time.py", "--variants", "lora,nope"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "nope" in done.stderr and "dora" in done.stderr
+
+
+# -- end_to_end.py ------------------------------------------------------------------------------------------
+
+def test_end_to_end_interleaves_the_contenders_seed_by_seed():
+    from benchmarks import end_to_end
+    order = end_to_end.schedule(["ours", "hf_grouped", "hf_padded"], 3)
+    assert len(order) == 9
+    for seed in range(3):  # every repeat runs each contender once, with that repeat's seed
+        assert sorted(c for c, s in order[3 * seed:3 * seed + 3] if s == seed) == ["hf_grouped", "hf_padded", "ours"]
+    assert len({tuple(c for c, _ in order[i:i + 3]) for i in (0, 3, 6)}) > 1  # not the same order every time
+
+
+def test_end_to_end_table_gives_mean_and_spread_over_the_seeds():
+    from benchmarks import end_to_end
+
+    def run(contender, seed, accuracy, wall):
+        return {"contender": contender, "seed": seed, "lr": 0.002, "command": "python x", "wall_seconds": wall,
+                "train_seconds": wall - 10, "steps": 345, "accuracy": accuracy, "f1": 0.8}
+
+    found = {"ours": [run("ours", s, a, 100) for s, a in enumerate([0.80, 0.82, 0.84])],
+             "hf_grouped": [run("hf_grouped", s, a, 200) for s, a in enumerate([0.79, 0.80, 0.81])]}
+    text = end_to_end.table(found)
+    assert "| ours | 3 (0, 1, 2) | 0.002 | 100 ± 0 (100–100) | 1.00 |" in text
+    assert "82.00 ± 2.00 (80.00–84.00)" in text and "80.00 ± 1.00 (79.00–81.00)" in text
+    assert "| 0.50 |" in text  # ours / hf_grouped mean wall time
+    assert "seed by seed: +1.00, +2.00, +3.00 points (mean +2.00)" in text
+    assert "Fewer than" not in text
