@@ -194,12 +194,15 @@ def main(argv=None) -> int:
     estimate = sum(harness.estimate_seconds(chosen, options, lambda c: contenders.reference_step_seconds(c, options))
                    for chosen in plan.values())
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    same_targets = len({(r.targets, r.dropout) for r in recipes}) == 1
     recipe_text = "; ".join(f"{r.variant} r={r.rank}, alpha={r.alpha:g}" + (f", {r.options}" if r.options else "")
+                            + ("" if same_targets else f", targets {','.join(r.targets)}, dropout {r.dropout:g}")
                             for r in recipes)
     header = ["# Step time and peak memory", "", f"`{command}`", "", *machine_info(options, load),
               *([f"- **{load_warning}**"] if load_warning else []),
-              f"- batch {args.batch_size} × {args.seq_len} tokens; {recipe_text}; targets "
-              f"{','.join(recipes[0].targets)}, dropout {recipes[0].dropout:g}; wide stack: BERT, hidden "
+              f"- batch {args.batch_size} × {args.seq_len} tokens; {recipe_text}"
+              + (f"; targets {','.join(recipes[0].targets)}, dropout {recipes[0].dropout:g}" if same_targets else "")
+              + f"; wide stack: BERT, hidden "
               f"{args.wide_hidden}, {args.wide_layers} layer(s), random weights",
               f"- {args.warmup} warm-up round(s), then {args.repeats} timed rounds of {args.steps} step(s) per "
               "contender (after an untimed one where the worker gave its memory back), round-robin in a "

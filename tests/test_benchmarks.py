@@ -191,3 +191,11 @@ def test_end_to_end_table_gives_mean_and_spread_over_the_seeds():
     assert "| 0.50 |" in text  # ours / hf_grouped mean wall time
     assert "seed by seed: +1.00, +2.00, +3.00 points (mean +2.00)" in text
     assert "Fewer than" not in text
+
+
+def test_quick_mode_is_minilm_a_subset_of_variants_and_more_rounds():
+    from benchmarks import step_time
+    quick, full = step_time.parse_args(["--quick"]), step_time.parse_args([])
+    assert quick.settings == ["minilm"] and full.settings == ["minilm", "wide"]
+    assert set(quick.variants) < set(full.variants) == set(contenders.adapter_variants())
+    assert quick.aa == ["lora"] and step_time.parse_args(["--aa", "none"]).aa == []
