@@ -135,7 +135,7 @@ def _create(claim: Claim) -> bool:
                           "stale_after": claim.stale_after}).encode()
     try:
         claim.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(claim.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(claim.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileExistsError:
         return False
     except OSError as error:

@@ -24,6 +24,8 @@ NOT_HASHED_DATA = ("glue_dir",)
 #: they existed: a key at such a value is hashed as if absent, so adding a setting never changes the
 #: hash of a configuration that does not use it (committed records stay recognised). Dotted paths.
 HASH_NEUTRAL: dict[str, tuple] = {}
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read back: the process's file-creation mask, which records honour
 
 
 def _without_neutral(payload: dict, prefix: str = "") -> dict:
@@ -71,6 +73,7 @@ def write_record(results_dir, record: dict) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~UMASK)  # readable as any new file is (mkstemp's 0600 hides it from colleagues)
         with os.fdopen(fd, "w") as handle:
             json.dump(record, handle, indent=1, default=str)
             handle.flush()

@@ -268,3 +268,11 @@ def test_a_real_full_or_read_only_disk_leaves_it_as_it_was(room, small_disk, tmp
     assert raised.value.errno == expected and str(folder / "runs") in str(raised.value)
     assert (".json" in str(raised.value)) == (room == "for the claim only")  # the record, or the claim
     assert snapshot(small_disk) == before
+
+
+def test_records_and_claims_are_readable_by_whoever_shares_the_folder(tmp_path):
+    """Two people on one results folder: a record only its writer can read would be trained again."""
+    path = results.write_record(tmp_path, {"config_hash": "abc", "status": "ok"})
+    with claims.hold(tmp_path, "def") as claim:
+        claim_mode = claim.path.stat().st_mode & 0o777
+    assert path.stat().st_mode & 0o777 == claim_mode == 0o666 & ~results.UMASK
