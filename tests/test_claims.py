@@ -159,11 +159,20 @@ def test_every_ending_releases_the_claim_and_a_failed_run_can_be_rerun(ending, t
 
 
 def test_the_heartbeat_keeps_a_long_run_claimed(tmp_path):
-    with claims.hold(tmp_path, "abc", stale_after=1.0) as claim:
-        time.sleep(3.0)  # three timeouts: only the heartbeat keeps it fresh
-        other = claims.acquire(tmp_path, "abc", stale_after=1.0)
+    with claims.hold(tmp_path, "abc", stale_after=2.0) as claim:
+        time.sleep(4.0)  # two timeouts: only the heartbeat keeps it fresh
+        other = claims.acquire(tmp_path, "abc", stale_after=2.0)
         assert claim.ours and not other.ours and other.token == claim.token
     assert not claims.claim_path(tmp_path, "abc").exists()
+
+
+def test_a_run_whose_claim_was_taken_over_says_so_and_leaves_the_new_claim_alone(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="experiments.claims"):
+        with claims.hold(tmp_path, "abc", stale_after=0.5) as claim:
+            claim.path.write_text(json.dumps({"token": "theirs", "host": "node-9", "pid": 9}))
+            time.sleep(0.5)
+    assert "no longer this run's" in caplog.text and "node-9 (pid 9)" in caplog.text
+    assert json.loads(claim.path.read_text())["token"] == "theirs"
 
 
 def test_a_stale_claim_is_replaced_once_when_two_launchers_find_it(tmp_path):
