@@ -57,7 +57,7 @@ def run_from_hydra(cfg) -> float | None:
         wandb_run, log_metrics = _wandb_logger(resolved, name)
     try:
         record = runner.run(resolved, log_metrics=log_metrics, show_progress=sys.stderr.isatty() or not multirun)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+    except (ValueError, OSError, ModuleNotFoundError) as error:  # OSError: a record or claim it cannot write
         if multirun:  # a bad setting in a sweep stops it early, before more time is spent
             raise
         sys.exit(f"error: {error}")
@@ -65,6 +65,8 @@ def run_from_hydra(cfg) -> float | None:
         if wandb_run is not None:
             wandb_run.finish()
     path = os.path.join(resolved["results"]["dir"], "runs", f"{record['config_hash']}.json")
+    if record.get("claimed_by"):  # another launcher runs it; the runner said so in one line
+        return None
     if record.get("skipped"):
         log.info("already done (%s): %s %s = %s", path, record["variant"], record["main_metric"], record["main_score"])
     elif record["status"] == "ok":

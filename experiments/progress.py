@@ -1,5 +1,6 @@
 """How much of a sweep is done: the runs a ``python run.py -m ...`` command would make, each marked done
-(a successful record exists) or missing, without loading data or a model.
+(a successful record exists), running (a live claim: another launcher trains it now, see
+``experiments.claims``) or missing, without loading data or a model.
 
     python -m experiments.progress experiment=glue_table
     python -m experiments.progress experiment=glue_table seed=0 task=mrpc,rte
@@ -19,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from . import results
+from . import claims, results
 from .checks import normalized
 from .overrides import CONF_DIR, OverrideError, check
 
@@ -57,16 +58,29 @@ def planned_runs(overrides: list[str], conf_dir: Path = CONF_DIR) -> list[tuple[
     return runs
 
 
-def progress(overrides: list[str], conf_dir: Path = CONF_DIR) -> tuple[list[list[str]], list[list[str]]]:
-    """(done, missing): the distinct runs of the sweep, as their overrides."""
-    done, missing, seen = [], [], set()
+def states(overrides: list[str], conf_dir: Path = CONF_DIR) -> list[tuple[list[str], str, claims.Claim | None]]:
+    """(overrides, state, claim) of each distinct run of the sweep: ``done`` (a successful record),
+    ``running`` (no record yet, a live claim: the claim says who runs it) or ``missing``."""
+    rows, seen = [], set()
     for point, cfg in planned_runs(overrides, conf_dir):
         run_hash = results.config_hash(cfg)
         if run_hash in seen:
             continue
         seen.add(run_hash)
-        (done if results.has_successful_record(cfg["results"]["dir"], run_hash) else missing).append(point)
-    return done, missing
+        folder = cfg["results"]["dir"]
+        if results.has_successful_record(folder, run_hash):
+            rows.append((point, "done", None))
+            continue
+        claim = claims.live_claim(folder, run_hash, claims.seconds(cfg["results"].get("stale_claim_after")))
+        rows.append((point, "running" if claim else "missing", claim))
+    return rows
+
+
+def progress(overrides: list[str], conf_dir: Path = CONF_DIR) -> tuple[list[list[str]], list[list[str]]]:
+    """(done, not done): the distinct runs of the sweep, as their overrides; ``states`` tells the
+    running ones from the missing ones."""
+    rows = states(overrides, conf_dir)
+    return [p for p, state, _ in rows if state == "done"], [p for p, state, _ in rows if state != "done"]
 
 
 def main(argv: list[str]) -> int:
@@ -75,10 +89,16 @@ def main(argv: list[str]) -> int:
     except OverrideError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    done, missing = progress(argv)
-    total = len(done) + len(missing)
-    print(f"{len(done)} of {total} runs done, {len(missing)} missing")
-    for point in missing:
+    rows = states(argv)
+    done, running, missing = ([row for row in rows if row[1] == state] for state in ("done", "running", "missing"))
+    print(f"{len(done)} of {len(rows)} runs done, {len(running)} running, {len(missing)} missing")
+    if running:
+        print("running now (claimed by a live run):")
+    for point, _, claim in running:
+        print("  python run.py", " ".join(map(shlex.quote, point)), f"  # {claim.describe()}")
+    if running and missing:
+        print("missing:")
+    for point, _, _ in missing:
         print("  python run.py", " ".join(map(shlex.quote, point)))
     if missing:
         print("(each needs the data too, e.g. data.glue_dir=../shared/glue; a sweep command runs them all and "

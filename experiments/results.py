@@ -24,6 +24,8 @@ NOT_HASHED_DATA = ("glue_dir",)
 #: they existed: a key at such a value is hashed as if absent, so adding a setting never changes the
 #: hash of a configuration that does not use it (committed records stay recognised). Dotted paths.
 HASH_NEUTRAL: dict[str, tuple] = {}
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read back: the process's file-creation mask, which records honour
 
 
 def _without_neutral(payload: dict, prefix: str = "") -> dict:
@@ -65,18 +67,23 @@ def has_successful_record(results_dir, run_hash: str) -> bool:
 def write_record(results_dir, record: dict) -> Path:
     """Write ``record`` atomically; a failed attempt never replaces an earlier successful one."""
     path = record_path(results_dir, record["config_hash"])
-    path.parent.mkdir(parents=True, exist_ok=True)
     if record.get("status") != "ok" and has_successful_record(results_dir, record["config_hash"]):
         return path
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~UMASK)  # readable as any new file is (mkstemp's 0600 hides it from colleagues)
         with os.fdopen(fd, "w") as handle:
             json.dump(record, handle, indent=1, default=str)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # a full disk, a read-only folder: say which file
+            raise OSError(error.errno, f"could not write the record {path}: {error.strerror or error}") from error
         raise
     return path
 

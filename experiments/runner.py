@@ -10,7 +10,7 @@ from pathlib import Path
 
 import variants
 
-from . import data, metrics, results
+from . import claims, data, metrics, results
 from .checks import check_config, normalized
 from .models import load_model_and_tokenizer, resolve_name_or_path
 from .train import train_and_evaluate
@@ -66,10 +66,28 @@ def run(cfg: dict, log_metrics=None, show_progress=True) -> dict:
     check_config(cfg)
     results_dir = Path(cfg["results"]["dir"])
     run_hash = results.config_hash(cfg)
+    done = existing_record(cfg, results_dir, run_hash)
+    if done:
+        return done
+    with claims.hold(results_dir, run_hash, cfg["results"].get("stale_claim_after")) as claim:
+        if not claim.ours:  # another launcher is training it right now
+            log.info("skipping %s: claimed by %s", run_hash, claim.describe())
+            return {**base_record(cfg, run_hash), "status": "claimed", "skipped": True, "claimed_by": claim.describe()}
+        # checked again under the claim: another launcher may have finished it in between
+        return existing_record(cfg, results_dir, run_hash) or train_and_record(cfg, results_dir, run_hash,
+                                                                               log_metrics, show_progress)
+
+
+def existing_record(cfg: dict, results_dir: Path, run_hash: str) -> dict | None:
+    """The successful record of this configuration when there is one and re-runs are skipped."""
     if cfg["results"].get("skip_existing", True) and results.has_successful_record(results_dir, run_hash):
         log.info("skipping %s: a successful record exists at %s", run_hash, results.record_path(results_dir, run_hash))
         return {**results.read_record(results.record_path(results_dir, run_hash)), "skipped": True}
+    return None
 
+
+def train_and_record(cfg: dict, results_dir: Path, run_hash: str, log_metrics, show_progress) -> dict:
+    """The run itself, while this process holds the configuration's claim."""
     import transformers
 
     transformers.set_seed(cfg["seed"], deterministic=False)
