@@ -302,7 +302,7 @@ def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_e
         key: _subsample(part, max_train_samples if key == TRAIN else max_eval_samples, seed)
         for key, part in splits.items()})
     if held_out is not None:
-        splits[SELECTION] = held_out.flatten_indices()
+        splits[SELECTION] = held_out
     return splits
 
 
