@@ -18,7 +18,8 @@ def normalized(cfg: dict) -> dict:
     file or the factor, are hashed: factor 1 is the default run)."""
     cfg = dict(cfg)
     if "train" in cfg:
-        cfg["train"] = resolved_learning_rates(cfg["train"], cfg["variant"]["name"], cfg["task"]["name"])
+        task = (cfg.get("task") or {}).get("name")
+        cfg["train"] = resolved_learning_rates(cfg["train"], cfg["variant"]["name"], task)
     if is_baseline(cfg["variant"]["name"]):
         cfg.update(rank=None, alpha=None, target_modules=None, dropout=None)
         cfg["variant"] = {**cfg["variant"], "options": {}}

@@ -116,7 +116,9 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| task | variant | lr | head_lr | runs | median selection | se | chosen |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
-        mark = ("**chosen**" + (f", at the {row['edge']} lr of the grid" if row["edge"] else "")) if row["chosen"] else ""
+        mark = ""
+        if row["chosen"]:
+            mark = "**chosen**" + (f", at the {row['edge']} lr of the grid" if row["edge"] else "")
         lines.append(f"| {row['task']} | {row['variant']} | {row['lr']:g} | "
                      f"{'' if row['head_lr'] is None else format(row['head_lr'], 'g')} | {row['runs']} | "
                      f"{100 * row['median']:.2f} | {100 * row['se']:.2f} | {mark} |")
@@ -160,8 +162,9 @@ def main(argv=None) -> int:
         print(f"warning: {note}", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Written by python -m experiments.tune {args.folder}: per task and variant, the learning rate(s)\n"
-              "# with the best median selection score (the lowest within one standard error). Read by train.tuned_file.\n")
+    header = (f"# Written by python -m experiments.tune {args.folder}: per task and variant, the learning\n"
+              "# rate(s) with the best median selection score (the lowest within one standard error).\n"
+              "# Read by train.tuned_file.\n")
     out.write_text(header + yaml.safe_dump(tuned_settings(rows), sort_keys=True))
     print(f"wrote {out}")
     return 0
