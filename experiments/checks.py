@@ -13,8 +13,13 @@ def is_baseline(variant_name: str) -> bool:
 
 def normalized(cfg: dict) -> dict:
     """The config as hashed and recorded: settings a baseline ignores are blanked, so a rank sweep
-    does not train the same baseline once per rank."""
+    does not train the same baseline once per rank; the learning rates of ``train.tuned_file`` and
+    ``train.lr_factor`` are folded into ``train.lr`` / ``train.head_lr`` (so the resolved rates, not the
+    file or the factor, are hashed: factor 1 is the default run)."""
     cfg = dict(cfg)
+    if "train" in cfg:
+        task = (cfg.get("task") or {}).get("name")
+        cfg["train"] = resolved_learning_rates(cfg["train"], cfg["variant"]["name"], task)
     if is_baseline(cfg["variant"]["name"]):
         cfg.update(rank=None, alpha=None, target_modules=None, dropout=None)
         cfg["variant"] = {**cfg["variant"], "options": {}}
@@ -32,3 +37,33 @@ def check_config(cfg: dict) -> None:
             raise ValueError(f"train.{key} must be > 0, got {train.get(key)!r}")
     if not (train.get("max_steps") or (train.get("epochs") or 0) > 0):
         raise ValueError("set train.epochs > 0 or train.max_steps > 0")
+    fraction = (cfg.get("data") or {}).get("selection_fraction")
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0 < fraction < 1):
+        raise ValueError(f"data.selection_fraction must be a number in (0, 1) or null, got {fraction!r}")
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.12g}")  # 0.25 * 2e-3 is 5e-4, not 5.000000000000001e-4
+
+
+def resolved_learning_rates(train: dict, variant: str, task: str) -> dict:
+    """``train`` with ``tuned_file`` (a YAML written by ``python -m experiments.tune``: task -> variant ->
+    {lr, head_lr}) and ``lr_factor`` (a multiplier of lr and head_lr) applied, both reset to neutral."""
+    train = dict(train)
+    if train.get("tuned_file"):
+        from .tune import tuned_setting
+
+        train.update(tuned_setting(train["tuned_file"], variant, task))
+    factor = train.get("lr_factor", 1)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+        raise ValueError(f"train.lr_factor must be a number > 0, got {factor!r}")
+    if factor != 1:
+        for key in ("lr", "head_lr"):
+            if train.get(key):
+                train[key] = _rounded(train[key] * factor)
+    if "lr_factor" in train:
+        train["lr_factor"] = 1
+    if "tuned_file" in train:
+        train["tuned_file"] = None
+    return train

@@ -40,6 +40,8 @@ def run_from_hydra(cfg) -> float | None:
     resolved["results"]["dir"] = to_absolute_path(resolved["results"]["dir"])
     if resolved["data"].get("glue_dir"):
         resolved["data"]["glue_dir"] = to_absolute_path(resolved["data"]["glue_dir"])
+    if resolved["train"].get("tuned_file"):
+        resolved["train"]["tuned_file"] = to_absolute_path(resolved["train"]["tuned_file"])
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         check_config(normalized(resolved))  # fast: before data, model or the heavy imports

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 TRAIN = "train"
+SELECTION = "selection"  # the split held out of train by data.selection_fraction
 
 
 def plain(value):
@@ -257,12 +258,17 @@ def _uses_local(task: dict, glue_dir) -> bool:
 
 
 def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_eval_samples=None,
-                seed: int = 0) -> datasets.DatasetDict:
+                seed: int = 0, selection_fraction=None, selection_seed: int = 0) -> datasets.DatasetDict:
     """The task's train and evaluation splits (keys as in ``task.splits``: ``train``, ``validation``,
     and for MNLI ``validation_mismatched``), columns ``text_fields + ["label"]``.
 
     Read from ``glue_dir`` when given (or when the task's files are absolute paths), else from the hub.
-    ``max_*_samples`` keep a random subset (the same for the same ``seed``)."""
+    ``max_*_samples`` keep a random subset (the same for the same ``seed``).
+
+    ``selection_fraction`` (e.g. 0.1) holds that share of the training set out as a ``selection``
+    split (see ``selection_split``), drawn first, from the whole training set, with ``selection_seed``
+    only: it is the same whatever ``seed`` and ``max_train_samples`` are; ``max_train_samples`` then
+    subsamples what is left for training. ``max_eval_samples`` does not touch the selection split."""
     task = plain(task)
     missing = [k for k in ("name", "text_fields", "label_field", "num_labels") if k not in task]
     if missing:
@@ -288,9 +294,52 @@ def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_e
     else:
         raise ValueError(f"task {task['name']!r} names no hub: dataset and its local: files are relative; "
                          "pass data.glue_dir")
-    return datasets.DatasetDict({
+    held_out = None
+    if selection_fraction is not None:
+        kept, chosen = selection_split(splits[TRAIN], selection_fraction, selection_seed, task)
+        splits[TRAIN], held_out = splits[TRAIN].select(kept), splits[TRAIN].select(chosen)
+    splits = datasets.DatasetDict({
         key: _subsample(part, max_train_samples if key == TRAIN else max_eval_samples, seed)
         for key, part in splits.items()})
+    if held_out is not None:
+        splits[SELECTION] = held_out
+    return splits
+
+
+def selection_split(train: datasets.Dataset, fraction, seed: int, task: dict) -> tuple[list[int], list[int]]:
+    """(rows kept for training, rows held out for selection), positions in ``train``, both ascending.
+
+    Stratified: the same share of every class (regression: of every quantile bin of the score, ten bins
+    or fewer on small data) is held out, at least one row of a stratum with two or more. The draw
+    depends only on ``seed`` and the task's name, so every variant and training seed sees the same split."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"data.selection_fraction must be a number in (0, 1) or null, got {fraction!r}")
+    labels = list(train["label"])
+    if int(task["num_labels"]) == 1:
+        bins = max(1, min(10, len(labels) // 20))
+        order = sorted(range(len(labels)), key=lambda i: labels[i])
+        strata = [0] * len(labels)
+        for rank, index in enumerate(order):
+            strata[index] = rank * bins // len(labels)
+    else:
+        strata = labels
+    groups: dict = {}
+    for index, stratum in enumerate(strata):
+        groups.setdefault(stratum, []).append(index)
+    rng = random.Random(f"selection-{task['name']}-{int(seed)}")
+    chosen = []
+    for stratum in sorted(groups):
+        members = groups[stratum]
+        rng.shuffle(members)
+        take = round(fraction * len(members))
+        if len(members) >= 2:
+            take = min(max(take, 1), len(members) - 1)
+        chosen += members[:take]
+    if not chosen or len(chosen) == len(labels):
+        raise ValueError(f"data.selection_fraction={fraction} leaves {len(chosen)} of {len(labels)} training rows "
+                         "for selection: both parts need at least one row")
+    held = set(chosen)
+    return [i for i in range(len(labels)) if i not in held], sorted(chosen)
 
 
 # -- batching ------------------------------------------------------------------------------------------
@@ -395,3 +444,8 @@ def make_loaders(splits, tokenizer, task, batch_size: int, max_length: int = 128
         raise ValueError(f"splits has no 'train' split (it has {sorted(loaders)})")
     train = loaders.pop(TRAIN)
     return train, loaders
+
+
+def loader_order(loader: DataLoader) -> list[int]:
+    """The position in its split of each row an (unshuffled) eval loader yields, in the order it yields them."""
+    return [index for batch in loader.batch_sampler for index in batch]

@@ -101,3 +101,18 @@ def main_score(task, metrics: dict) -> float:
     if math.isnan(value):
         raise ValueError(f"main metric {name!r} of task {task['name']!r} is NaN")
     return value
+
+
+def constant_prediction_loss(task, labels) -> float:
+    """The training loss of the best constant predictor on ``labels``, in the model's loss units: the
+    label entropy in nats (cross-entropy of predicting the class frequencies) for classification, the
+    label variance (mean squared error of predicting the mean) for regression."""
+    task = plain(task)
+    values = np.asarray(labels, dtype=np.float64)
+    if len(values) == 0:
+        raise ValueError("no labels: the constant-prediction loss needs at least one training label")
+    if int(task["num_labels"]) == 1:
+        return float(values.var())
+    frequencies = np.bincount(values.astype(np.int64), minlength=int(task["num_labels"])) / len(values)
+    frequencies = frequencies[frequencies > 0]
+    return float(-(frequencies * np.log(frequencies)).sum())

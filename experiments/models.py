@@ -13,7 +13,11 @@ import os
 from pathlib import Path
 
 SOURCES = ("minilm", "smollm2", "hub")
-POOLINGS = ("model", "mean")
+POOLINGS = ("model", "mean", "trainable")
+#: the modules every variant trains as the task head (variants.apply's head_modules), per model.pooling:
+#: ``trainable`` adds BERT's pooler (dense + tanh on [CLS]), which PEFT's SEQ_CLS default keeps frozen
+HEAD_MODULES = {"model": ("classifier", "score"), "mean": ("classifier", "score"),
+                "trainable": ("classifier", "score", "pooler")}
 
 
 def cache_root() -> Path:
@@ -72,6 +76,19 @@ def check_pooling(pooling: str) -> None:
         raise ValueError(f"unknown model.pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
 
 
+def head_modules(pooling: str) -> tuple[str, ...]:
+    check_pooling(pooling)
+    return HEAD_MODULES[pooling]
+
+
+def _encoder_with_pooler(model, pooling: str):
+    encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if encoder is None or getattr(encoder, "pooler", None) is None:
+        raise ValueError(f"model.pooling={pooling} needs a model whose head reads the encoder's pooler (BERT-style); "
+                         f"{type(model).__name__} has none: use model.pooling=model")
+    return encoder
+
+
 def use_mean_pooling(model) -> None:
     """Feed the classifier the mean of the token states over the attention mask (how sentence-transformers
     pools all-MiniLM-L6-v2) instead of the model's own pooler (BERT: dense + tanh on [CLS]).
@@ -81,10 +98,7 @@ def use_mean_pooling(model) -> None:
     (BERT and its relatives); RoBERTa's head reads the first token's state and has no pooler."""
     from torch import nn
 
-    encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    if encoder is None or getattr(encoder, "pooler", None) is None:
-        raise ValueError(f"model.pooling=mean needs a model whose head reads the encoder's pooler (BERT-style); "
-                         f"{type(model).__name__} has none: use model.pooling=model")
+    encoder = _encoder_with_pooler(model, "mean")
 
     class MaskedMeanPooler(nn.Module):
         def __init__(self):
@@ -107,7 +121,9 @@ def use_mean_pooling(model) -> None:
 
 
 def load_model_and_tokenizer(name_or_path: str, num_labels: int, dtype: str = "float32", pooling: str = "model"):
-    """``pooling``: ``model`` (the model's own head input, e.g. BERT's pooler) or ``mean`` (see use_mean_pooling)."""
+    """``pooling``: ``model`` (the model's own head input, e.g. BERT's pooler, frozen under an adapter),
+    ``mean`` (see use_mean_pooling) or ``trainable`` (BERT's pooler, trained as part of the head by every
+    variant: pass ``head_modules(pooling)`` to ``variants.apply``)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -121,4 +137,6 @@ def load_model_and_tokenizer(name_or_path: str, num_labels: int, dtype: str = "f
         model.config.pad_token_id = tokenizer.pad_token_id
     if pooling == "mean":
         use_mean_pooling(model)
+    elif pooling == "trainable":
+        _encoder_with_pooler(model, pooling)
     return model, tokenizer

@@ -23,7 +23,11 @@ NOT_HASHED_DATA = ("glue_dir",)
 #: Settings added after records were made, with the value(s) that reproduce the behaviour from before
 #: they existed: a key at such a value is hashed as if absent, so adding a setting never changes the
 #: hash of a configuration that does not use it (committed records stay recognised). Dotted paths.
-HASH_NEUTRAL: dict[str, tuple] = {}
+HASH_NEUTRAL: dict[str, tuple] = {
+    "data.selection_fraction": (None,), "data.selection_seed": (0,),
+    "train.lr_factor": (1, 1.0), "train.tuned_file": (None,),
+}
+PREDICTIONS_SUFFIX = ".predictions.parquet"
 UMASK = os.umask(0o022)
 os.umask(UMASK)  # read back: the process's file-creation mask, which records honour
 
@@ -84,6 +88,54 @@ def write_record(results_dir, record: dict) -> Path:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError):  # a full disk, a read-only folder: say which file
             raise OSError(error.errno, f"could not write the record {path}: {error.strerror or error}") from error
+        raise
+    return path
+
+
+def predictions_path(results_dir, run_hash: str) -> Path:
+    return Path(results_dir) / RUNS_FOLDER / f"{run_hash}{PREDICTIONS_SUFFIX}"
+
+
+def predictions_table(outputs: dict, orders: dict, num_labels: int):
+    """A pyarrow table of per-example predictions: columns ``split`` (str), ``example`` (int64: the row's
+    position in its split as loaded), ``label`` and ``prediction`` (int64 classes, or float64 scores for
+    regression) and, for classification, ``logit_0 .. logit_{k-1}`` (float32).
+
+    ``outputs``: {split: (logits (N, C), labels (N,))} in loader order; ``orders``: {split: the position
+    in the split of each output row}, which undoes the eval loaders' sorting by length."""
+    import numpy as np
+    import pyarrow as pa
+
+    parts = []
+    for split, (logits, labels) in outputs.items():
+        order = np.asarray(orders[split], dtype=np.int64)
+        back = np.argsort(order, kind="stable")
+        logits, labels = np.asarray(logits, dtype=np.float32)[back], np.asarray(labels)[back]
+        columns = {"split": pa.array([split] * len(order), pa.string()), "example": pa.array(order[back])}
+        if int(num_labels) == 1:
+            columns["label"] = pa.array(labels.astype(np.float64))
+            columns["prediction"] = pa.array(logits.reshape(len(order), -1)[:, 0].astype(np.float64))
+        else:
+            columns["label"] = pa.array(labels.astype(np.int64))
+            columns["prediction"] = pa.array(logits.argmax(axis=1).astype(np.int64))
+            columns.update({f"logit_{k}": pa.array(logits[:, k]) for k in range(logits.shape[1])})
+        parts.append(pa.table(columns))
+    return pa.concat_tables(parts)
+
+
+def write_predictions(results_dir, run_hash: str, table) -> Path:
+    """Write a predictions table atomically (temporary file, then rename), beside the record."""
+    import pyarrow.parquet as pq
+
+    path = predictions_path(results_dir, run_hash)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{run_hash}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
 

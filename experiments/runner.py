@@ -12,7 +12,7 @@ import variants
 
 from . import claims, data, metrics, results
 from .checks import check_config, normalized
-from .models import load_model_and_tokenizer, resolve_name_or_path
+from .models import head_modules, load_model_and_tokenizer, resolve_name_or_path
 from .train import train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -93,15 +93,18 @@ def train_and_record(cfg: dict, results_dir: Path, run_hash: str, log_metrics, s
     transformers.set_seed(cfg["seed"], deterministic=False)
     task, train = cfg["task"], cfg["train"]
     splits = data.load_splits(task, cfg["data"].get("glue_dir"), cfg["data"].get("max_train_samples"),
-                              cfg["data"].get("max_eval_samples"), seed=cfg["seed"])
+                              cfg["data"].get("max_eval_samples"), seed=cfg["seed"],
+                              selection_fraction=cfg["data"].get("selection_fraction"),
+                              selection_seed=cfg["data"].get("selection_seed", 0))
     name_or_path = resolve_name_or_path(cfg["model"])
     model, tokenizer = load_model_and_tokenizer(name_or_path, task["num_labels"], cfg["model"].get("dtype", "float32"),
                                                 cfg["model"].get("pooling", "model"))
     total = sum(p.numel() for p in model.parameters())
     variant = cfg["variant"]
+    heads = head_modules(cfg["model"].get("pooling", "model"))
     variants.apply(model, variant["name"], rank=cfg["rank"] or 1, alpha=cfg["alpha"],
                    target_modules=cfg["target_modules"] or "all-linear", dropout=cfg["dropout"] or 0.0,
-                   **dict(variant.get("options") or {}))
+                   head_modules=heads, **dict(variant.get("options") or {}))
     record = base_record(cfg, run_hash)
     record["model_name_or_path"] = name_or_path
     try:
@@ -109,16 +112,27 @@ def train_and_record(cfg: dict, results_dir: Path, run_hash: str, log_metrics, s
         train_loader, eval_loaders = data.make_loaders(splits, tokenizer, task, train["batch_size"],
                                                        train.get("max_length", 128), seed=cfg["seed"],
                                                        eval_batch_size=train.get("eval_batch_size"))
-        heads = variants.targets.head_prefixes(model)
-        outcome = train_and_evaluate(model, train_loader, eval_loaders, task, train, heads, log_metrics,
-                                     show_progress)
+        selection_loader = eval_loaders.pop(data.SELECTION, None)
+        outcome = train_and_evaluate(model, train_loader, eval_loaders, task, train,
+                                     variants.targets.head_prefixes(model, heads), log_metrics, show_progress,
+                                     selection_loader=selection_loader)
         keep = results_dir / "adapters" / run_hash if cfg["results"].get("keep_adapters") else None
         record.update(
             status="ok", metrics=outcome.metrics, main_metric=task["main_metric"],
             main_score=metrics.main_score(task, outcome.metrics), eval_loss=outcome.eval_loss,
             trainable_params=trainable, total_params=total, adapter_bytes=adapter_file_bytes(model, keep),
             train_seconds=outcome.train_seconds, steps=outcome.steps, seconds_per_step=outcome.seconds_per_step,
-            peak_memory_mb=outcome.peak_memory_mb, device=outcome.device, learning_curve=outcome.learning_curve)
+            peak_memory_mb=outcome.peak_memory_mb, device=outcome.device, learning_curve=outcome.learning_curve,
+            final_train_loss=outcome.final_train_loss,
+            constant_train_loss=metrics.constant_prediction_loss(task, splits[data.TRAIN]["label"]))
+        if selection_loader is not None:
+            record.update(selection_metrics=outcome.selection_metrics,
+                          selection_score=metrics.main_score(task, outcome.selection_metrics))
+        orders = {split: data.loader_order(loader)
+                  for split, loader in {**eval_loaders, data.SELECTION: selection_loader}.items() if loader is not None}
+        results.write_predictions(results_dir, run_hash,
+                                  results.predictions_table(outcome.outputs, orders, task["num_labels"]))
+        record["predictions_file"] = results.predictions_path(results_dir, run_hash).name
     except Exception as error:  # the run failed: record why, let the sweep go on
         log.error("run %s failed: %s", run_hash, traceback.format_exc())
         record.update(status="failed", error=f"{type(error).__name__}: {error}")

@@ -35,6 +35,12 @@ class TrainOutcome:
     peak_memory_mb: float
     device: str
     learning_curve: list = field(default_factory=list)
+    #: mean training loss over the last epoch (or the last logged window, if that epoch was shorter)
+    final_train_loss: float = math.nan
+    #: metrics on the selection split at the end (None without one)
+    selection_metrics: dict | None = None
+    #: final-epoch outputs per split ("selection" included): (logits (N, C) float32, labels (N,)), loader order
+    outputs: dict = field(default_factory=dict)
 
     @property
     def seconds_per_step(self) -> float:
@@ -97,8 +103,10 @@ def parameter_groups(model, lr, head_lr, weight_decay, head_prefixes):
 
 
 @torch.no_grad()
-def evaluate(model, eval_loaders, task, accelerator) -> tuple[dict, float]:
-    """Run every eval split (MNLI: matched and mismatched; the metric names say which)."""
+def evaluate(model, eval_loaders, task, accelerator, outputs: dict | None = None,
+             suffixed: bool = True) -> tuple[dict, float]:
+    """Run every eval split (MNLI: matched and mismatched; the metric names say which, unless
+    ``suffixed`` is false). ``outputs``, when given, receives {split: (logits, labels)} in loader order."""
     model.eval()
     results, losses = {}, []
     for split, loader in eval_loaders.items():
@@ -108,13 +116,18 @@ def evaluate(model, eval_loaders, task, accelerator) -> tuple[dict, float]:
             losses.append(out.loss.item())
             logits.append(accelerator.gather_for_metrics(out.logits).float().cpu().numpy())
             labels.append(accelerator.gather_for_metrics(batch["labels"]).cpu().numpy())
-        results.update(task_metrics.compute(task, np.concatenate(logits), np.concatenate(labels), split=split))
+        logits, labels = np.concatenate(logits), np.concatenate(labels)
+        if outputs is not None:
+            outputs[split] = (logits, labels)
+        results.update(task_metrics.compute(task, logits, labels, split=split if suffixed else None))
     model.train()
     return results, float(np.mean(losses)) if losses else math.nan
 
 
 def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_prefixes=(), log=None,
-                       show_progress=True) -> TrainOutcome:
+                       show_progress=True, selection_loader=None) -> TrainOutcome:
+    """Train, then score every eval split. ``selection_loader`` (the held-out part of train, if any) is
+    scored after every epoch and at the end; its main score joins each epoch's learning-curve entry."""
     accelerator = Accelerator(mixed_precision=train_cfg.get("mixed_precision", "no"),
                               cpu=train_cfg.get("device") == "cpu")
     steps_per_epoch = len(train_loader)
@@ -126,10 +139,11 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
+    selection = {"selection": accelerator.prepare(selection_loader)} if selection_loader is not None else {}
     trainable = [p for p in model.parameters() if p.requires_grad]
     eval_each_epoch = train_cfg.get("eval_each_epoch", True)
     log_every = max(1, int(train_cfg.get("log_every", 50)))
-    curve, step, running = [], 0, []
+    curve, step, running, step_losses = [], 0, [], []
     progress = tqdm(total=max_steps, disable=not show_progress or not accelerator.is_local_main_process,
                     desc="train", mininterval=2.0)
     model.train()
@@ -137,6 +151,7 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
     with PeakMemory(accelerator.device) as memory:
         while step < max_steps:
             start = time.perf_counter()
+            epoch_losses = []
             for batch in train_loader:
                 loss = model(**batch).loss
                 if not torch.isfinite(loss):
@@ -149,6 +164,7 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 running.append(loss.item())
+                epoch_losses.append(running[-1])
                 progress.update(1)
                 if step % log_every == 0:
                     curve.append({"step": step, "epoch": step / steps_per_epoch,
@@ -161,18 +177,48 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
                 if step >= max_steps:
                     break
             train_seconds += time.perf_counter() - start
-            if eval_each_epoch and step < max_steps:
-                scores, _ = evaluate(model, eval_loaders, task, accelerator)
-                main = task_metrics.main_score(task, scores)
-                curve.append({"step": step, "epoch": step / steps_per_epoch, "loss": None, "eval": main})
-                logger.info("step %d/%d: dev %s %.4f", step, max_steps, task["main_metric"], main)
-                if log:
-                    log({f"eval/{k}": v for k, v in scores.items()}, step)
+            step_losses.append(epoch_losses)
+            if (eval_each_epoch or selection) and step < max_steps:
+                entry = {"step": step, "epoch": step / steps_per_epoch, "loss": None, "eval": None}
+                if eval_each_epoch:
+                    scores, _ = evaluate(model, eval_loaders, task, accelerator)
+                    entry["eval"] = task_metrics.main_score(task, scores)
+                    logger.info("step %d/%d: dev %s %.4f", step, max_steps, task["main_metric"], entry["eval"])
+                    if log:
+                        log({f"eval/{k}": v for k, v in scores.items()}, step)
+                if selection:
+                    entry["selection"] = _selection_score(model, selection, task, accelerator, log, step)
+                curve.append(entry)
     progress.close()
-    scores, eval_loss = evaluate(model, eval_loaders, task, accelerator)
+    outputs = {}
+    scores, eval_loss = evaluate(model, eval_loaders, task, accelerator, outputs)
     curve.append({"step": step, "epoch": step / steps_per_epoch, "loss": None,
                   "eval": task_metrics.main_score(task, scores)})
     if log:
         log({f"eval/{k}": v for k, v in scores.items()}, step)
+    selection_metrics = None
+    if selection:
+        selection_metrics, _ = evaluate(model, selection, task, accelerator, outputs, suffixed=False)
+        curve[-1]["selection"] = task_metrics.main_score(task, selection_metrics)
     return TrainOutcome(metrics=scores, eval_loss=eval_loss, steps=step, train_seconds=train_seconds,
-                        peak_memory_mb=memory.megabytes, device=str(accelerator.device), learning_curve=curve)
+                        peak_memory_mb=memory.megabytes, device=str(accelerator.device), learning_curve=curve,
+                        final_train_loss=last_epoch_loss(step_losses, log_every),
+                        selection_metrics=selection_metrics, outputs=outputs)
+
+
+def _selection_score(model, selection, task, accelerator, log, step) -> float:
+    scores, _ = evaluate(model, selection, task, accelerator, suffixed=False)
+    main = task_metrics.main_score(task, scores)
+    logger.info("step %d: selection %s %.4f", step, task["main_metric"], main)
+    if log:
+        log({f"selection/{k}": v for k, v in scores.items()}, step)
+    return main
+
+
+def last_epoch_loss(epochs: list[list[float]], window: int) -> float:
+    """Mean training loss of the last pass over the data; when that pass was shorter than one logging
+    window (``max_steps`` cut it short), the mean of the last ``window`` steps instead."""
+    last = epochs[-1] if epochs else []
+    if len(last) < window:
+        last = [loss for epoch in epochs for loss in epoch][-window:]
+    return float(np.mean(last)) if last else math.nan

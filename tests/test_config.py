@@ -37,7 +37,7 @@ def test_typos_fail_in_seconds_with_the_valid_choices(override, expected):
     ("dropout=1.5", "dropout must be in [0, 1), got 1.5"),
     ("+variant.options.colour=red", "unknown option(s) colour for variant 'lora'"),
     ("train.lr=0", "train.lr must be > 0"),
-    ("model.pooling=meen", "unknown model.pooling 'meen'; choose one of model, mean"),
+    ("model.pooling=meen", "unknown model.pooling 'meen'; choose one of model, mean, trainable"),
 ])
 def test_bad_values_fail_before_the_model_is_loaded(override, expected, tmp_path):
     done, seconds = run_cli(override, f"results.dir={tmp_path}", f"hydra.run.dir={tmp_path}/hydra")

@@ -1,0 +1,275 @@
+"""The comparison protocol's experiment side: the selection split (held out of train, stratified, the
+same for every variant and seed), per-example predictions beside each record, the collapse endpoints
+(final and constant-prediction training loss), the trainable pooler as a head every variant shares,
+learning-rate factors and tuned-settings files folded into the hashed lr, and the tuning rule of
+``python -m experiments.tune``."""
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import variants
+from conftest import make_bert
+from experiments import data, metrics, results, runner, tune
+from experiments.checks import normalized
+from experiments.models import head_modules
+from experiments.train import last_epoch_loss
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "demo.yaml"))
+SHORT = ["train.batch_size=8", "train.max_length=32", "data.max_train_samples=64", "data.max_eval_samples=32"]
+
+
+def composed(*overrides) -> dict:
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+#: the fields of a record before the protocol's additions
+OLD_FIELDS = {"config_hash", "status", "error", "timestamp", "git_commit", "experiment", "variant", "task", "model",
+              "model_name_or_path", "pooling", "rank", "alpha", "target_modules", "dropout", "seed", "lr", "head_lr",
+              "epochs", "max_steps", "batch_size", "max_length", "warmup", "weight_decay", "max_train_samples",
+              "config", "metrics", "main_metric", "main_score", "eval_loss", "trainable_params", "total_params",
+              "adapter_bytes", "train_seconds", "steps", "seconds_per_step", "peak_memory_mb", "device",
+              "learning_curve"}
+
+
+def rows(dataset) -> Counter:
+    return Counter(zip(dataset["sentence"], dataset["label"]))
+
+
+# -- the selection split ---------------------------------------------------------------------------------
+
+def test_the_selection_split_is_held_out_of_train_and_the_same_whatever_the_seed_and_train_size():
+    full = data.load_splits(DEMO, None)["train"]
+    first = data.load_splits(DEMO, None, selection_fraction=0.1)
+    other = data.load_splits(DEMO, None, max_train_samples=300, seed=7, selection_fraction=0.1)
+    selection = first[data.SELECTION]
+    assert len(selection) == round(0.1 * len(full)) and len(first["train"]) == len(full) - len(selection)
+    assert selection.to_list() == other[data.SELECTION].to_list()  # training seed and size change nothing
+    assert rows(first["train"]) + rows(selection) == rows(full)  # a partition of train (rows may repeat)
+    assert not rows(other["train"]) - (rows(full) - rows(selection)) and len(other["train"]) == 300
+    assert first["validation"].to_list() == data.load_splits(DEMO, None)["validation"].to_list()
+    redrawn = data.load_splits(DEMO, None, selection_fraction=0.1, selection_seed=1)[data.SELECTION]
+    assert redrawn.to_list() != selection.to_list()
+
+
+def test_the_selection_split_is_stratified_by_class():
+    labels = [0] * 90 + [1] * 10 + [2] * 50
+    train = datasets.Dataset.from_dict({"sentence": [str(i) for i in range(len(labels))], "label": labels})
+    kept, chosen = data.selection_split(train, 0.2, 0, {"name": "t", "num_labels": 3})
+    assert sorted(kept + chosen) == list(range(len(labels))) and not set(kept) & set(chosen)
+    assert Counter(labels[i] for i in chosen) == {0: 18, 1: 2, 2: 10}
+
+
+def test_the_selection_split_of_a_regression_task_is_stratified_by_score_bins():
+    scores = [float(i) ** 3 for i in range(200)]  # skewed: most of the range holds few rows
+    train = datasets.Dataset.from_dict({"sentence": [str(i) for i in range(200)], "label": scores})
+    _, chosen = data.selection_split(train, 0.1, 0, {"name": "t", "num_labels": 1})
+    assert Counter(i // 20 for i in chosen) == {b: 2 for b in range(10)}  # two of every decile
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1, "half"])
+def test_a_bad_selection_fraction_is_named(fraction):
+    train = datasets.Dataset.from_dict({"sentence": ["a", "b", "c"], "label": [0, 1, 0]})
+    with pytest.raises(ValueError, match="data.selection_fraction must be a number in \\(0, 1\\)"):
+        data.selection_split(train, fraction, 0, {"name": "t", "num_labels": 2})
+
+
+# -- records, predictions, collapse endpoints ------------------------------------------------------------
+
+def test_a_run_with_a_selection_split_records_it_and_writes_predictions_that_match(tmp_path):
+    cfg = composed(*SHORT, "train.max_steps=10", "data.selection_fraction=0.1", f"results.dir={tmp_path}")
+    record = runner.run(cfg, show_progress=False)
+    assert record["status"] == "ok", record["error"]
+    splits = data.load_splits(DEMO, None, 64, 32, seed=0, selection_fraction=0.1)
+    assert record["selection_score"] == record["selection_metrics"]["accuracy"]
+    per_epoch, final = record["learning_curve"][-2], record["learning_curve"][-1]  # 8 steps an epoch
+    assert per_epoch["step"] == 8 and per_epoch["eval"] is not None and 0 <= per_epoch["selection"] <= 1
+    assert final["selection"] == record["selection_score"] and final["eval"] == record["main_score"]
+    frequencies = np.bincount(splits["train"]["label"]) / len(splits["train"])
+    assert record["constant_train_loss"] == pytest.approx(-(frequencies * np.log(frequencies)).sum())
+    assert math.isfinite(record["final_train_loss"]) and record["final_train_loss"] > 0
+
+    assert record["predictions_file"] == f"{record['config_hash']}.predictions.parquet"
+    table = pq.read_table(tmp_path / "runs" / record["predictions_file"]).to_pandas()
+    assert list(table.columns) == ["split", "example", "label", "prediction", "logit_0", "logit_1"]
+    for split, name, scores in (("validation", "validation", record["metrics"]),
+                                ("selection", data.SELECTION, record["selection_metrics"])):
+        part = table[table["split"] == split]
+        assert part["example"].tolist() == list(range(len(splits[name])))
+        assert part["label"].tolist() == splits[name]["label"]  # aligned with the split as loaded
+        assert (part["prediction"] == part[["logit_0", "logit_1"]].to_numpy().argmax(axis=1)).all()
+        assert (part["prediction"] == part["label"]).mean() == pytest.approx(scores["accuracy"])
+
+
+def test_without_a_selection_split_a_record_is_as_before_and_the_pooler_trains_with_the_head(tmp_path):
+    plain = runner.run(composed(*SHORT, "train.max_steps=2", "variant=head", f"results.dir={tmp_path}"),
+                       show_progress=False)
+    pooled = runner.run(composed(*SHORT, "train.max_steps=2", "variant=head", "model.pooling=trainable",
+                                 f"results.dir={tmp_path}"), show_progress=False)
+    assert plain["status"] == pooled["status"] == "ok"
+    assert not OLD_FIELDS - set(plain)
+    assert "selection_score" not in plain and "selection_metrics" not in plain
+    assert all("selection" not in entry for entry in plain["learning_curve"])
+    table = pq.read_table(tmp_path / "runs" / plain["predictions_file"])
+    assert set(table.column("split").to_pylist()) == {"validation"} and table.num_rows == 32
+    assert pooled["trainable_params"] == plain["trainable_params"] + 384 * 384 + 384
+    assert pooled["adapter_bytes"] > plain["adapter_bytes"]
+
+
+def test_a_run_that_fails_while_writing_its_predictions_leaves_neither_them_nor_an_ok_record(tmp_path, monkeypatch):
+    def broken_disk(table, where, **kwargs):
+        Path(where).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", broken_disk)
+    record = runner.run(composed(*SHORT, "train.max_steps=2", "variant=head", f"results.dir={tmp_path}"),
+                        show_progress=False)
+    assert record["status"] == "failed" and "disk full" in record["error"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [f"{record['config_hash']}.json"]
+
+
+def test_predictions_of_a_regression_task_are_scores_in_the_split_order(tmp_path):
+    outputs = {"validation": (np.array([[0.3], [0.1], [0.2]], dtype=np.float32), np.array([3.0, 1.0, 2.0]))}
+    table = results.predictions_table(outputs, {"validation": [2, 0, 1]}, num_labels=1)
+    path = results.write_predictions(tmp_path, "abc", table)
+    back = pq.read_table(path).to_pandas()
+    assert list(back.columns) == ["split", "example", "label", "prediction"]
+    assert back["example"].tolist() == [0, 1, 2] and back["label"].tolist() == [1.0, 2.0, 3.0]
+    assert back["prediction"].to_numpy() == pytest.approx([0.1, 0.2, 0.3])
+    assert str(back["label"].dtype) == "float64" and not list(path.parent.glob("*.tmp"))
+
+
+def test_the_constant_prediction_loss_is_the_label_entropy_or_variance():
+    assert metrics.constant_prediction_loss({"name": "t", "num_labels": 2}, [0, 1, 1, 0]) == pytest.approx(math.log(2))
+    assert metrics.constant_prediction_loss({"name": "t", "num_labels": 3}, [2, 2]) == 0.0
+    assert metrics.constant_prediction_loss({"name": "t", "num_labels": 1}, [1.0, 2.0, 3.0]) == pytest.approx(2 / 3)
+
+
+def test_the_final_training_loss_is_the_last_epoch_or_the_last_window():
+    assert last_epoch_loss([[9.0] * 30, [1.0, 3.0] * 15], window=20) == 2.0
+    assert last_epoch_loss([[4.0] * 30, [2.0] * 5], window=10) == pytest.approx((5 * 4.0 + 5 * 2.0) / 10)
+
+
+def test_the_trainable_pooler_is_trained_counted_and_saved_by_every_variant(tmp_path):
+    frozen, pooled = make_bert(), make_bert()
+    variants.apply(frozen, "lora", rank=2, target_modules=["query"], head_modules=head_modules("model"))
+    variants.apply(pooled, "lora", rank=2, target_modules=["query"], head_modules=head_modules("trainable"))
+    assert all(p.requires_grad for p in pooled.bert.pooler.parameters())
+    assert not any(p.requires_grad for p in frozen.bert.pooler.parameters())
+    assert variants.trainable_parameters(pooled) == variants.trainable_parameters(frozen) + 32 * 32 + 32
+    with torch_no_grad():
+        pooled.bert.pooler.dense.weight.add_(1.0)
+    variants.save(pooled, tmp_path / "adapter")
+    fresh = make_bert()
+    variants.load(fresh, tmp_path / "adapter")
+    assert (fresh.bert.pooler.dense.weight == pooled.bert.pooler.dense.weight).all()
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+# -- hashes: old configs keep theirs; factors and tuned files are hashed as the lr they give -------------
+
+def test_new_settings_at_their_defaults_keep_the_old_hashes():
+    cfg = normalized(composed("variant=vera", "task=mrpc"))
+    old = json.loads(json.dumps(cfg))
+    for section, key in (("data", "selection_fraction"), ("data", "selection_seed"), ("train", "lr_factor"),
+                         ("train", "tuned_file")):
+        del old[section][key]
+    assert results.config_hash(cfg) == results.config_hash(old)
+
+
+def test_a_learning_rate_factor_is_hashed_as_the_learning_rate_it_gives():
+    scaled = normalized(composed("variant=vera", "train.lr_factor=0.25"))
+    direct = normalized(composed("variant=vera", "train.lr=5e-3", "train.head_lr=1e-3"))
+    assert (scaled["train"]["lr"], scaled["train"]["head_lr"]) == (5e-3, 1e-3)
+    assert results.config_hash(scaled) == results.config_hash(direct)
+    assert results.config_hash(normalized(composed("variant=vera", "train.lr_factor=1"))) == \
+        results.config_hash(normalized(composed("variant=vera")))
+    with pytest.raises(ValueError, match="train.lr_factor must be a number > 0, got -1"):
+        normalized(composed("train.lr_factor=-1"))
+
+
+def test_a_tuned_file_is_hashed_as_the_learning_rate_it_names(tmp_path):
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump({"demo": {"lora": {"lr": 1e-3, "head_lr": None}}}))
+    tuned = normalized(composed(f"train.tuned_file={path}"))
+    assert tuned["train"]["lr"] == 1e-3 and tuned["train"]["tuned_file"] is None
+    assert results.config_hash(tuned) == results.config_hash(normalized(composed("train.lr=1e-3")))
+    with pytest.raises(ValueError, match="no setting for variant 'dora' on task 'demo'; it has demo/lora"):
+        normalized(composed("variant=dora", f"train.tuned_file={path}"))
+
+
+# -- the tuning rule -----------------------------------------------------------------------------------
+
+def fake_record(task, variant, lr, seed, score, head_lr=None, **extra) -> dict:
+    return {"config_hash": f"{variant}{task}{lr}{seed}", "status": "ok", "task": task, "variant": variant,
+            "lr": lr, "head_lr": head_lr, "seed": seed, "selection_score": score, "main_score": 0.0,
+            "rank": 8, "pooling": "model", "epochs": 3, **extra}
+
+
+def write_records(folder: Path, records) -> Path:
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    for record in records:
+        (folder / "runs" / f"{record['config_hash']}.json").write_text(json.dumps(record))
+    return folder
+
+
+#: lora on mrpc: 4e-4 has the best median (0.80) but 2e-4 (0.79) is within its standard error
+#: (std 0.03 / sqrt 3 = 0.017), so the rule picks 2e-4; 1e-4 (0.70) is not. dora: the best is the
+#: highest lr tried, flagged as the edge of the grid.
+GRID = {("lora", 1e-4): [0.70, 0.69, 0.71], ("lora", 2e-4): [0.79, 0.78, 0.80],
+        ("lora", 4e-4): [0.80, 0.77, 0.83], ("dora", 1e-4): [0.60, 0.61, 0.62],
+        ("dora", 2e-4): [0.70, 0.71, 0.72], ("dora", 4e-4): [0.80, 0.81, 0.82]}
+
+
+def fake_study(folder):
+    return write_records(folder, [fake_record("mrpc", variant, lr, seed, score)
+                                  for (variant, lr), scores in GRID.items() for seed, score in enumerate(scores)])
+
+
+def test_the_tuning_rule_prefers_the_lower_lr_within_one_standard_error_and_flags_an_edge(tmp_path):
+    rows = tune.choose(tune.read_records(fake_study(tmp_path)))
+    chosen = {row["variant"]: row for row in rows if row["chosen"]}
+    assert (chosen["lora"]["lr"], chosen["lora"]["edge"]) == (2e-4, None)
+    assert (chosen["dora"]["lr"], chosen["dora"]["edge"]) == (4e-4, "highest")
+    assert sum(row["chosen"] for row in rows) == 2 and len(rows) == 6
+
+
+def test_the_tuning_command_prints_its_table_warns_and_writes_what_a_final_run_reads(tmp_path, capsys):
+    out = tmp_path / "tuned.yaml"
+    assert tune.main([str(fake_study(tmp_path / "study")), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "| mrpc | lora | 0.0002 |  | 3 | 79.00 |" in printed.out and "at the highest lr" in printed.out
+    assert "dora on mrpc: the chosen lr 0.0004 is the highest of its grid" in printed.err
+    assert tune.tuned_setting(out, "lora", "mrpc") == {"lr": 2e-4, "head_lr": None}
+    cfg = normalized(composed("task=mrpc", "variant=dora", f"train.tuned_file={out}"))
+    assert cfg["train"]["lr"] == 4e-4
+
+
+def test_the_tuning_command_refuses_records_that_differ_in_more_than_the_lr(tmp_path, capsys):
+    write_records(tmp_path, [fake_record("rte", "lora", 1e-4, 0, 0.5),
+                             fake_record("rte", "lora", 2e-4, 0, 0.6, pooling="mean")])
+    assert tune.main([str(tmp_path), "--out", str(tmp_path / "t.yaml")]) == 2
+    assert "differ in pooling ('model' and 'mean')" in capsys.readouterr().err
+
+
+def test_the_tuning_command_says_when_budgets_are_unequal(tmp_path):
+    records = [fake_record("rte", "lora", lr, s, 0.5) for lr in (1e-4, 2e-4) for s in range(3)]
+    records += [fake_record("rte", "dora", 1e-4, 0, 0.5)]
+    notes = tune.warnings_for(tune.choose(records))
+    assert any("unequal tuning budgets" in note and "dora 1, lora 6" in note for note in notes)
