@@ -1,5 +1,7 @@
 """analysis.stats and analysis.compare against planted answers: metrics against sklearn / scipy, interval
 coverage over simulated studies, Holm by hand, the collapse detector, Clopper–Pearson against scipy."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -334,3 +336,19 @@ def test_params_plot_error_bars_are_95_percent_t_intervals_over_seeds(study):
     scores = [100 * r["main_score"] for r in records if r["variant"] == "qlora" and r["task"] == "rte"]
     half = 4.302653 * np.std(scores, ddof=1) / np.sqrt(3)  # t(2) quantile × standard error
     assert segment[1][1] - segment[0][1] == pytest.approx(2 * half)
+
+
+def test_notebook_shows_the_comparison_table_and_forest_plot(study, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    folder, _, _, _ = study
+    monkeypatch.setenv("RESULTS_DIR", str(folder))
+    repo = Path(__file__).resolve().parent.parent
+    notebook = nbformat.read(repo / "analysis" / "compare_variants.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(repo / "analysis")}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 6  # five figures + forest
+    assert any("Δ ×100" in output.get("data", {}).get("text/html", "") for output in outputs)
+    assert not any("no per-example predictions" in output.get("text", "") for output in outputs)
