@@ -83,6 +83,9 @@ def run(arguments: argparse.Namespace) -> int:
     if ok.empty:
         say("no successful run to summarize", file=sys.stderr)
         return 1
+    if arguments.compare and arguments.compare not in set(ok["variant"]):
+        raise ValueError(f"unknown --compare variant {arguments.compare!r}; the results hold "
+                         f"{tables.ordered_variants(ok['variant'].dropna())}")
     by = arguments.by.split(",") if arguments.by else None
     if by and "seed" in by:
         cells = "one seed per row"
@@ -97,7 +100,7 @@ def run(arguments: argparse.Namespace) -> int:
         say(f"\n## Failed runs ({len(failed)})\n")
         columns = [c for c in ("study", "variant", "task", "rank", "alpha", "seed", "error") if c in failed]
         say(tables.to_markdown(failed[columns]))
-    differences = compare(df, arguments) if arguments.compare else None
+    differences = compare(df, arguments, by) if arguments.compare else None
     if not arguments.no_figures:
         out = Path(arguments.out) if arguments.out else folder / "figures"
         write_figures(df, out, arguments.task)
@@ -107,10 +110,10 @@ def run(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def compare(df, arguments):
+def compare(df, arguments, by=None):
     """Print analysis.compare's table for ``--compare``; return it."""
     table = comparison.compare(df, comparison.load_predictions(df), reference=arguments.compare,
-                               split=arguments.split, margin=arguments.margin, n_boot=arguments.n_boot)
+                               split=arguments.split, margin=arguments.margin, n_boot=arguments.n_boot, by=by)
     say(f"\n## Paired differences to {arguments.compare} on {arguments.split} (×100; t interval from the "
         f"paired hierarchical bootstrap, {arguments.n_boot} replicates; Holm over the table; equivalence "
         f"margin ±{arguments.margin:g})\n")

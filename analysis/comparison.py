@@ -305,7 +305,7 @@ def _paired_predictions(cell, reference, index, metric):
         common = sorted(set(cell["seed"]) & set(reference["seed"]))
         if not common:
             return "not comparable", "no seed in common with the reference"
-        return "no predictions", f"no predictions on this split for both cells' runs (seeds {common})"
+        return "no predictions", f"no seed has predictions on this split in both cells (seeds in common: {common})"
     frames = [frame for pair in pairs for frame in pair]
     examples = frames[0]["example"].to_numpy()
     for frame in frames[1:]:

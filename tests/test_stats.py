@@ -297,7 +297,7 @@ def test_compare_without_predictions_says_so_instead_of_failing(study):
     table = analysis.compare(df, None, reference="full", n_boot=N_BOOT)
     comparable = table[~table["note"].str.contains("fit equally well")]
     assert set(comparable["verdict"]) == {"no predictions"}
-    assert comparable["note"].str.contains("no predictions").all()
+    assert comparable["note"].str.contains("no seed has predictions").all()
     assert comparable["mean"].notna().all()  # the record's own scores still give the means
     with pytest.raises(ValueError, match="lorra.*'full'"):
         analysis.compare(df, None, reference="lorra")
@@ -320,8 +320,9 @@ def test_forest_plot_draws_each_difference_and_saves_the_same_bytes_twice(table,
     ax = figure.axes[0]
     drawn = sorted(round(container.lines[0].get_xdata()[0], 9) for container in ax.containers)
     assert drawn == sorted(round(value, 9) for value in table["difference"].dropna())
-    first = analysis.save_figure(figure, tmp_path / "a", "forest")
-    second = analysis.save_figure(analysis.plot_differences(table), tmp_path / "b", "forest")
+    rte = table[table["task"] == "rte"]  # fewer rows: faster to save
+    first = analysis.save_figure(analysis.plot_differences(rte), tmp_path / "a", "forest")
+    second = analysis.save_figure(analysis.plot_differences(rte), tmp_path / "b", "forest")
     assert all(one.read_bytes() == other.read_bytes() for one, other in zip(first, second))
     with pytest.raises(analysis.NoDataError, match="predictions"):
         analysis.plot_differences(table[table["difference"].isna()])
