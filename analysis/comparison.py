@@ -251,7 +251,7 @@ def _collapse_summary(scores, collapse, level) -> dict:
     known = ~np.isnan(collapse)
     count, trials = int(np.nansum(collapse)), int(known.sum())
     low, high = stats.clopper_pearson(count, trials, level)
-    kept = scores[known & (collapse == 0)] if trials else scores
+    kept = scores[collapse != 1]  # runs not judged collapsed (those that cannot be judged stay)
     return {"mean": 100 * np.nanmean(scores) if np.isfinite(scores).any() else np.nan, "runs": len(scores),
             "collapsed": count, "collapse_known": trials,
             "collapse_rate": count / trials if trials else np.nan, "collapse_low": low, "collapse_high": high,
