@@ -214,9 +214,9 @@ def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, se
                 "note": f"{' and '.join(duplicated)} hold(s) several runs with one seed: add the setting "
                         f"that differs to by="}
     paired = _paired_predictions(cell, reference, index, metric)
-    if isinstance(paired, tuple) and isinstance(paired[0], str):
+    if isinstance(paired[0], str):
         return {**row, "verdict": paired[0], "note": paired[1]}
-    labels, variant, reference_predictions = paired
+    labels, variant, reference_predictions, row["note"] = paired
     result = stats.paired_bootstrap(metric, labels, variant, reference_predictions, n_boot=n_boot,
                                     seed=seed).scaled(100)
     low, high = result.interval(level, method)
@@ -224,7 +224,8 @@ def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, se
                ci_high=high, p_value=result.p_value(method),
                tost_equivalent=result.equivalent(margin, alpha=1 - level, method=method))
     if result.n_seeds == 1:
-        row["note"] = "one paired seed: the interval leaves out seed-to-seed variation"
+        row["note"] = "; ".join(filter(None, [row["note"], "one paired seed: the interval leaves out "
+                                                            "seed-to-seed variation"]))
     return row
 
 
@@ -291,8 +292,10 @@ def _plain(value):
 
 
 def _paired_predictions(cell, reference, index, metric):
-    """(labels, variant (seeds, n), reference (seeds, n)) on the examples every paired run shares, or
-    (verdict, note) saying why there is nothing to pair."""
+    """(labels, variant (seeds, n), reference (seeds, n), note), or (verdict, note) saying why there is
+    nothing to pair. Each seed's pair of runs is compared on the dev examples both have; labels are
+    (n,) when every seed saw the same examples, else (seeds, n) (then examples are resampled within
+    each seed)."""
     pairs = []
     for _, run in cell.iterrows():
         partner = reference[reference["seed"] == run["seed"]]
@@ -306,23 +309,30 @@ def _paired_predictions(cell, reference, index, metric):
         if not common:
             return "not comparable", "no seed in common with the reference"
         return "no predictions", f"no seed has predictions on this split in both cells (seeds in common: {common})"
-    frames = [frame for pair in pairs for frame in pair]
-    examples = frames[0]["example"].to_numpy()
-    for frame in frames[1:]:
-        examples = np.intersect1d(examples, frame["example"].to_numpy())
-    if examples.size == 0:
-        return "not comparable", "the paired runs share no dev example"
-    labels = None
-    arrays = []
-    for frame in frames:  # each sorted by example
-        positions = np.searchsorted(frame["example"].to_numpy(), examples)
-        these_labels, predicted = (values[positions] for values in _as_arrays(metric, frame))
-        if labels is None:
-            labels = these_labels
-        elif not np.array_equal(labels, these_labels):
-            return "not comparable", "the paired runs disagree on the dev labels (different dev sets?)"
-        arrays.append(predicted)
-    return labels, np.stack(arrays[0::2]), np.stack(arrays[1::2])
+    aligned = []
+    for mine, theirs in pairs:
+        examples = np.intersect1d(mine["example"].to_numpy(), theirs["example"].to_numpy())
+        if examples.size == 0:
+            return "not comparable", "runs of the same seed share no dev example"
+        (labels, predicted), (their_labels, their_predicted) = (_aligned(metric, frame, examples)
+                                                                for frame in (mine, theirs))
+        if not np.array_equal(labels, their_labels):
+            return "not comparable", "runs of the same seed disagree on the dev labels (different dev sets?)"
+        aligned.append((examples, labels, predicted, their_predicted))
+    examples, labels = aligned[0][:2]
+    variant, reference_predictions = (np.stack([pair[i] for pair in aligned]) for i in (2, 3))
+    if all(np.array_equal(pair[0], examples) and np.array_equal(pair[1], labels) for pair in aligned):
+        return labels, variant, reference_predictions, ""
+    if len({len(pair[0]) for pair in aligned}) > 1:
+        return "not comparable", "the seeds saw dev sets of different sizes"
+    return (np.stack([pair[1] for pair in aligned]), variant, reference_predictions,
+            "the seeds saw different dev examples (e.g. data.max_eval_samples): examples resampled within each seed")
+
+
+def _aligned(metric, frame, examples):
+    """(labels, predictions) of a run's predictions (sorted by example) at ``examples``."""
+    positions = np.searchsorted(frame["example"].to_numpy(), examples)
+    return tuple(values[positions] for values in _as_arrays(metric, frame))
 
 
 def _as_arrays(metric, predictions: pd.DataFrame):

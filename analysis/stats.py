@@ -228,20 +228,24 @@ def paired_bootstrap(metric: str, labels, variant, reference, n_boot: int = 4000
     being the runs with the same seed. Each replicate draws the n dev examples with replacement and,
     independently, the seeds with replacement; the same drawn examples score both variants and every
     seed (the dev set is shared by all runs, so example and seed are crossed factors, not nested), and
-    a drawn seed brings both of its paired runs. The replicate's statistic is the mean over the drawn
+    a drawn seed brings both of its paired runs. Labels of shape (seeds, n) mean each seed saw its own
+    dev examples (nested): then each seed's examples are drawn independently (still the same draw for
+    both of its runs). The replicate's statistic is the mean over the drawn
     seeds of the per-seed difference on the drawn examples. The example draws are processed
     ``chunk_elements`` weights at a time, so memory stays bounded on large dev sets.
     """
-    labels = np.asarray(labels)
     variant, reference = np.atleast_2d(variant), np.atleast_2d(reference)
-    if variant.shape != reference.shape or variant.shape[1] != len(labels):
+    labels = np.asarray(labels)
+    shared = labels.ndim == 1  # one dev set for every seed: the same example draws for all of them
+    labels = np.broadcast_to(labels, variant.shape) if shared else labels
+    if variant.shape != reference.shape or labels.shape != variant.shape:
         raise ValueError(f"variant {variant.shape} and reference {reference.shape} predictions must both "
-                         f"be (seeds, {len(labels)})")
+                         f"be (seeds, n) for labels of shape (n,) or (seeds, n), got {labels.shape}")
     if n_boot < 2:
         raise ValueError(f"n_boot must be at least 2, got {n_boot}")
     seeds, n = variant.shape
     rng = np.random.default_rng(seed)
-    per_seed = np.array([score(metric, labels, variant[s]) - score(metric, labels, reference[s])
+    per_seed = np.array([score(metric, labels[s], variant[s]) - score(metric, labels[s], reference[s])
                          for s in range(seeds)])
     resampled = np.empty((seeds, n_boot))  # difference of seed s on replicate b's examples
     step = max(1, chunk_elements // n)
@@ -249,8 +253,10 @@ def paired_bootstrap(metric: str, labels, variant, reference, n_boot: int = 4000
         count = min(step, n_boot - start)
         weights = resample_counts(rng, n, count).astype(float)
         for s in range(seeds):
-            resampled[s, start:start + count] = (score(metric, labels, variant[s], weights)
-                                                 - score(metric, labels, reference[s], weights))
+            if not shared and s > 0:
+                weights = resample_counts(rng, n, count).astype(float)
+            resampled[s, start:start + count] = (score(metric, labels[s], variant[s], weights)
+                                                 - score(metric, labels[s], reference[s], weights))
     seed_counts = resample_counts(rng, seeds, n_boot)  # (n_boot, seeds)
     replicates = (seed_counts * resampled.T).sum(axis=1) / seeds
     return PairedBootstrap(float(per_seed.mean()), per_seed, replicates, resampled.mean(axis=0))

@@ -353,3 +353,23 @@ def test_notebook_shows_the_comparison_table_and_forest_plot(study, monkeypatch)
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 6  # five figures + forest
     assert any("Δ ×100" in output.get("data", {}).get("text/html", "") for output in outputs)
     assert not any("no per-example predictions" in output.get("text", "") for output in outputs)
+
+
+def test_seeds_with_their_own_dev_examples_are_resampled_within_each_seed():
+    rng = np.random.default_rng(5)
+    labels, variant, reference = simulated_study(rng, 0.05, seeds=3)
+    own_labels = np.stack([np.roll(labels, s) for s in range(3)])  # (seeds, n): each seed its own dev set
+    nested = stats.paired_bootstrap("accuracy", own_labels, variant, reference, n_boot=N_BOOT)
+    crossed = stats.paired_bootstrap("accuracy", labels, variant, reference, n_boot=N_BOOT)
+    assert nested.difference == pytest.approx(crossed.difference)  # labels all 0 here: the same data
+    assert not np.allclose(nested.example_replicates, crossed.example_replicates)  # other draws
+    runs, predictions = [], []
+    for variant_name, predicted in (("lora", reference), ("dora", variant)):
+        for seed in range(3):
+            runs.append({"study": "s", "config_hash": f"{variant_name}{seed}", "status": "ok",
+                         "variant": variant_name, "task": "rte", "seed": seed, "main_metric": "accuracy"})
+            predictions.append(pd.DataFrame({"study": "s", "config_hash": f"{variant_name}{seed}",
+                                             "split": "validation", "example": np.arange(200),
+                                             "label": labels + seed % 2, "prediction": predicted[seed]}))
+    row = analysis.compare(pd.DataFrame(runs), pd.concat(predictions), n_boot=N_BOOT).iloc[0]
+    assert row["n_seeds"] == 3 and "resampled within each seed" in row["note"]
