@@ -398,7 +398,7 @@ def plot_differences(table: pd.DataFrame, margin: float | None = None) -> Figure
     margin = table.attrs.get("margin", 1.5) if margin is None else margin
     keys = [c for c in table.columns if c not in _COMPARE_COLUMNS]
     labels = [f"{row['task']}: {config_label(row, keys)}" for _, row in shown.iterrows()]
-    fig, (ax,) = _new_figure(width=8.0, height=1.2 + 0.32 * len(shown))
+    fig, (ax,) = _new_figure(width=8.0, height=1.8 + 0.32 * len(shown))
     positions = np.arange(len(shown))[::-1]
     ax.axvspan(-margin, margin, color="0.9", zorder=0, label=f"±{margin:g} (equivalence margin)")
     ax.axvline(0, color="0.3", linewidth=1)
@@ -410,10 +410,11 @@ def plot_differences(table: pd.DataFrame, margin: float | None = None) -> Figure
     ax.set_yticks(positions, labels, fontsize=8)
     ax.grid(False)
     ax.grid(True, axis="x", alpha=0.3)
-    reference = table["reference"].iloc[0] if table["reference"].nunique() == 1 else "reference"
+    reference = table.attrs.get("reference")
+    if not isinstance(reference, str):
+        reference = table["reference"].iloc[0] if table["reference"].nunique() == 1 else "the reference"
     level = table.attrs.get("level", 0.95)
     ax.set_xlabel(f"difference to {reference} ×100 (paired bootstrap, {100 * level:g} % CI)")
-    ax.set_ylabel("task: configuration")
     ax.legend(fontsize=8, loc="best")
     ax.set_title(f"Paired differences to {reference} (n_boot = {table.attrs.get('n_boot', '?')})", fontsize=10)
     return fig
