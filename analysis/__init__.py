@@ -4,16 +4,20 @@
     df = analysis.load_results()            # results/ (or $RESULTS_DIR), one row per run
     print(analysis.to_markdown(analysis.variant_task_table(df)))
     fig = analysis.plot_metric_vs_params(df, "mrpc")
+    table = analysis.compare(df, analysis.load_predictions(df), reference="lora")  # paired differences
 
-Reads JSON result files only: this package never imports torch (nor transformers, variants, experiments).
-Command line: ``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median]``.
+Reads result records (JSON) and prediction sidecars (parquet) only: this package never imports torch (nor transformers, variants, experiments).
+Command line: ``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora]``.
 """
+from . import stats
+from .comparison import VERDICTS, compare, format_comparison, load_predictions, plot_differences
 from .plots import (NoDataError, pareto_front, plot_cost, plot_learning_curves, plot_metric_vs_alpha,
                     plot_metric_vs_params, plot_metric_vs_rank, save_figure)
 from .tables import (cost_table, default_grouping, load_results, ok_runs, ordered_tasks,
                      ordered_variants, summarize, to_markdown, variant_task_table)
 
-__all__ = ["NoDataError", "cost_table", "default_grouping", "load_results", "ok_runs", "ordered_tasks",
+__all__ = ["NoDataError", "VERDICTS", "compare", "cost_table", "default_grouping", "format_comparison",
+           "load_predictions", "load_results", "ok_runs", "ordered_tasks", "plot_differences", "stats",
            "ordered_variants", "pareto_front", "plot_cost", "plot_learning_curves", "plot_metric_vs_alpha",
            "plot_metric_vs_params", "plot_metric_vs_rank", "save_figure", "summarize", "to_markdown",
            "variant_task_table"]

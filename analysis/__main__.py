@@ -1,7 +1,9 @@
-"""``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median]``
+"""``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora]``
 
 Prints the variant x task table and the cost table as markdown, then writes every figure that the
 results can support (PNG + SVG) for each task to ``--out`` (default: RESULTS_FOLDER/figures).
+With ``--compare VARIANT``, also the paired differences to that variant (analysis.compare) and
+their forest plot.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no window; set before anything imports pyplot
 
-from . import plots, tables  # noqa: E402
+from . import comparison, plots, tables  # noqa: E402
 
 FIGURES = {  # file name prefix -> plot function (each takes the DataFrame and a task)
     "params": plots.plot_metric_vs_params,
@@ -50,6 +52,13 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--task", action="append", default=None,
                         help="draw figures for this task only (repeatable; default: every task)")
     parser.add_argument("--no-figures", action="store_true", help="print the tables only")
+    parser.add_argument("--compare", metavar="VARIANT", default=None,
+                        help="also print paired differences to this reference variant (e.g. lora, full): "
+                             "95%% CIs, Holm-adjusted p-values, verdicts, collapse rates")
+    parser.add_argument("--split", default="validation", help="split --compare scores (default: validation)")
+    parser.add_argument("--margin", type=float, default=1.5,
+                        help="--compare's equivalence margin in points ×100 (default: 1.5)")
+    parser.add_argument("--n-boot", type=int, default=4000, help="--compare's bootstrap replicates (default: 4000)")
     return parser.parse_args(argv)
 
 
@@ -74,6 +83,9 @@ def run(arguments: argparse.Namespace) -> int:
     if ok.empty:
         say("no successful run to summarize", file=sys.stderr)
         return 1
+    if arguments.compare and arguments.compare not in set(ok["variant"]):
+        raise ValueError(f"unknown --compare variant {arguments.compare!r}; the results hold "
+                         f"{tables.ordered_variants(ok['variant'].dropna())}")
     by = arguments.by.split(",") if arguments.by else None
     if by and "seed" in by:
         cells = "one seed per row"
@@ -88,9 +100,28 @@ def run(arguments: argparse.Namespace) -> int:
         say(f"\n## Failed runs ({len(failed)})\n")
         columns = [c for c in ("study", "variant", "task", "rank", "alpha", "seed", "error") if c in failed]
         say(tables.to_markdown(failed[columns]))
+    differences = compare(df, arguments, by) if arguments.compare else None
     if not arguments.no_figures:
-        write_figures(df, Path(arguments.out) if arguments.out else folder / "figures", arguments.task)
+        out = Path(arguments.out) if arguments.out else folder / "figures"
+        write_figures(df, out, arguments.task)
+        if differences is not None and differences["difference"].notna().any():
+            plots.save_figure(comparison.plot_differences(differences), out, f"compare_{arguments.compare}")
+            say(f"wrote compare_{arguments.compare} (PNG + SVG) to {out}")
     return 0
+
+
+def compare(df, arguments, by=None):
+    """Print analysis.compare's table for ``--compare``; return it."""
+    table = comparison.compare(df, comparison.load_predictions(df), reference=arguments.compare,
+                               split=arguments.split, margin=arguments.margin, n_boot=arguments.n_boot, by=by)
+    say(f"\n## Paired differences to {arguments.compare} on {arguments.split} (×100; t interval from the "
+        f"paired hierarchical bootstrap, {arguments.n_boot} replicates; Holm over the table; equivalence "
+        f"margin ±{arguments.margin:g})\n")
+    say(tables.to_markdown(comparison.format_comparison(table)))
+    if (table["verdict"] == "no predictions").all():
+        say(f"\nno per-example predictions on {arguments.split} in these results: the differences need them "
+            f"(records written before predictions were saved have none)")
+    return table
 
 
 def write_figures(df, out: Path, tasks=None) -> None:

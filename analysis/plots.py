@@ -1,8 +1,9 @@
 """Figures from the results DataFrame (see ``load_results``); each function returns a matplotlib Figure.
 
 Every function takes the DataFrame (any filtered subset works: ``df[df["rank"] == 8]``) and a task
-(optional when the DataFrame holds a single task). Only ``status == "ok"`` runs are drawn; points are
-means over seeds with ± one standard deviation as error bars. ``save_figure`` writes PNG and SVG.
+(optional when the DataFrame holds a single task). Only ``status == "ok"`` runs are drawn; scores are
+means over seeds with 95 % confidence intervals (Student t over the seeds) as error bars; cost bars
+show ± one standard deviation. ``save_figure`` writes PNG and SVG.
 Figures are built with the object-oriented API (no pyplot state), so they work under any backend;
 in a notebook, ``%matplotlib inline`` shows a returned figure.
 """
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+from scipy.stats import t as student_t
 
 from .tables import (BASELINES, VARIANT_ORDER, _sorted, default_grouping, metric_column, ok_runs,
                      ordered_tasks, ordered_variants, summarize)
@@ -90,6 +92,15 @@ def config_label(row: pd.Series | dict, keys: list[str]) -> str:
     return " ".join(parts)
 
 
+def seed_interval(summary: pd.DataFrame, level: float = 0.95) -> pd.Series:
+    """Half-width of the ``level`` confidence interval of each mean over seeds (``summarize``'s rows):
+    t quantile (n - 1 degrees of freedom) × std / √n; 0 where a cell has a single seed."""
+    n = summary["n"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = student_t.ppf(0.5 + level / 2, n - 1) * summary["std"].to_numpy(float) / np.sqrt(n)
+    return pd.Series(np.where(n > 1, np.nan_to_num(half), 0.0), index=summary.index)
+
+
 def _short_count(value: float) -> str:
     """Axis labels for parameter counts: 500, 20K, 1M, 2.5M."""
     for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
@@ -146,7 +157,7 @@ def plot_metric_vs_params(df: pd.DataFrame, task: str | None = None, metric: str
     runs, task = _task_runs(df, task)
     keys = _configurations(runs, by)
     points = summarize(runs, by=keys, metric=metric)
-    points = points.assign(score=points["mean"] * scale, spread=points["std"].fillna(0) * scale)
+    points = points.assign(score=points["mean"] * scale, spread=seed_interval(points) * scale)
     points = points.dropna(subset=["trainable_params", "score"])
     if points.empty:
         raise NoDataError(f"no run on {task} recorded both trainable_params and a score")
@@ -167,7 +178,7 @@ def plot_metric_vs_params(df: pd.DataFrame, task: str | None = None, metric: str
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(f"{task} {_metric_label(runs, metric, scale)}")
-    ax.set_title(f"{task}: score vs trainable parameters (mean ± std over seeds; ringed: Pareto front)",
+    ax.set_title(f"{task}: score vs trainable parameters (mean, 95 % CI over seeds; ringed: Pareto front)",
                  fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
@@ -235,7 +246,7 @@ def _sweep_figure(df, task, *, x, fixed, fixed_value, variants, metric, scale) -
         style = styles[lines_drawn.get(variant, 0) % len(styles)]
         lines_drawn[variant] = lines_drawn.get(variant, 0) + 1
         ticks.update(line[x].astype(float))
-        ax.errorbar(line[x], line["mean"] * scale, yerr=line["std"].fillna(0) * scale, marker="o",
+        ax.errorbar(line[x], line["mean"] * scale, yerr=seed_interval(line) * scale, marker="o",
                     capsize=3, color=variant_color(variant), linestyle=style,
                     label=config_label(line.iloc[0], line_keys))
     ax.set_xscale("log", base=2)
@@ -245,7 +256,7 @@ def _sweep_figure(df, task, *, x, fixed, fixed_value, variants, metric, scale) -
     ax.set_xlabel(f"{x} {_SYMBOLS[x]} (log scale)")
     ax.set_ylabel(f"{task} {_metric_label(runs, metric, scale)}")
     ax.set_title(f"{task}: score vs {x} at {_SYMBOLS[fixed]} = {float(fixed_value):g} "
-                 f"(mean ± std over seeds)", fontsize=10)
+                 f"(mean, 95 % CI over seeds)", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     return fig
 

@@ -4,14 +4,24 @@ The records follow the runner's contract (one JSON file per run at ``<folder>/<s
 seven variants on three GLUE tasks with three seeds each, a rank sweep and an alpha sweep for LoRA and
 rsLoRA, learning curves on some runs and a few failed runs. Scores are deterministic (seeded), so tests
 can recompute any summary by hand from the returned records.
+
+``with_predictions=True`` also writes each ok run's per-example predictions sidecar
+(``<hash>.predictions.parquet``: split, example, label, prediction, logit_*) on a small fake dev set
+and selection split, re-scores the record from them (metrics, main_score, selection_metrics,
+selection_score) and adds final_train_loss, constant_train_loss, predictions_file and baseline;
+the runs in COLLAPSED_RUNS then collapse (constant prediction, or training loss at the constant's).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score
 
 TASKS = {  # task -> (main metric, all metrics it reports)
     "mrpc": ("accuracy", ("accuracy", "f1")),
@@ -26,6 +36,11 @@ VARIANT_QUALITY = {"full": 0.86, "head": 0.70, "lora": 0.84, "rslora": 0.845, "d
 TASK_OFFSET = {"mrpc": 0.0, "rte": -0.15, "stsb": 0.03}
 # (variant, task, seed, rank, alpha) of the runs that crashed
 FAILED_RUNS = {("dora", "rte", 2, 8, 16.0), ("lora", "stsb", 1, 16, 16.0), ("vera", "mrpc", 0, 64, 16.0)}
+# with_predictions: examples per split, and the runs that collapse (the VeRA one predicts the majority
+# class; the head-only one predicts nearly the mean score, its training loss stays at the constant's)
+SPLIT_SIZES = {"validation": {"mrpc": 200, "rte": 150, "stsb": 150}, "selection": {"mrpc": 60, "rte": 60,
+                                                                                   "stsb": 60}}
+COLLAPSED_RUNS = {("vera", "rte", 1, 64, 16.0), ("head", "stsb", 0, 8, 16.0)}
 
 
 def configurations():
@@ -97,8 +112,75 @@ def make_record(variant, task, seed, rank, alpha, *, rng, failed=False, with_cur
     return record
 
 
-def write_fake_records(folder, study="glue_small", seed=0):
-    """Write the fake study under ``folder/study/runs/`` and return its records (dicts)."""
+def split_labels(task, split):
+    """The fake labels of a split: the same for every run (a fixed, task-seeded draw)."""
+    rng = np.random.default_rng(zlib.crc32(f"{task}/{split}".encode()))
+    n = SPLIT_SIZES[split][task]
+    if task == "stsb":
+        return rng.uniform(0, 5, n).round(2)
+    return (rng.uniform(size=n) < {"mrpc": 0.6, "rte": 0.5}[task]).astype(np.int64)  # share of class 1
+
+
+def fake_predictions(record, split, collapsed):
+    """Predictions of one run on one split, near the run's own score; runs with the same seed share
+    their per-example luck (so the paired comparison has something to pair)."""
+    task, target = record["task"], record["main_score"]
+    labels = split_labels(task, split)
+    shared = np.random.default_rng(zlib.crc32(f"{task}/{split}/{record['seed']}".encode()))
+    own = np.random.default_rng(zlib.crc32(f"{record['config_hash']}/{split}".encode()))
+    if task == "stsb":
+        noise = 0.7 * shared.normal(size=len(labels)) + np.sqrt(1 - 0.7**2) * own.normal(size=len(labels))
+        spread = np.sqrt(labels.var() * (1 / min(target, 0.99) ** 2 - 1))
+        prediction = labels + spread * noise
+        if collapsed:
+            prediction = labels.mean() + 0.01 * own.normal(size=len(labels))
+        return pd.DataFrame({"split": split, "example": np.arange(len(labels)), "label": labels,
+                             "prediction": prediction.astype(np.float64)})
+    luck = 0.8 * shared.uniform(size=len(labels)) + 0.2 * own.uniform(size=len(labels))
+    correct = luck < np.quantile(luck, min(target, 1.0))
+    prediction = np.where(correct, labels, 1 - labels)
+    if collapsed:
+        prediction = np.full_like(labels, np.bincount(labels).argmax())
+    margin = 0.5 + own.uniform(size=len(labels))
+    return pd.DataFrame({"split": split, "example": np.arange(len(labels)), "label": labels,
+                         "prediction": prediction.astype(np.int64), "logit_0": np.where(prediction == 0, margin, 0.0),
+                         "logit_1": np.where(prediction == 1, margin, 0.0)})
+
+
+def official_metrics(task, frame):
+    """The task's metrics from predictions, computed with sklearn / scipy (not with analysis.stats)."""
+    labels, prediction = frame["label"].to_numpy(), frame["prediction"].to_numpy()
+    if task == "stsb":
+        return {"pearson": float(pearsonr(labels, prediction)[0]),
+                "spearmanr": float(spearmanr(labels, prediction)[0])}
+    metrics = {"accuracy": float(accuracy_score(labels, prediction))}
+    if "f1" in TASKS[task][1]:
+        metrics["f1"] = float(f1_score(labels, prediction))
+    return metrics
+
+
+def add_predictions(record, runs):
+    """Write ``record``'s predictions sidecar into ``runs`` and re-score the record from it (in place)."""
+    key = (record["variant"], record["task"], record["seed"], record["rank"], record["alpha"])
+    collapsed = key in COLLAPSED_RUNS
+    frames = {split: fake_predictions(record, split, collapsed) for split in SPLIT_SIZES}
+    file = f"{record['config_hash']}.predictions.parquet"
+    pd.concat(frames.values(), ignore_index=True).to_parquet(runs / file, index=False)
+    metrics = official_metrics(record["task"], frames["validation"])
+    selection = official_metrics(record["task"], frames["selection"])
+    main_metric = record["main_metric"]
+    labels = split_labels(record["task"], "validation")
+    constant_loss = float(labels.var()) if record["task"] == "stsb" else 0.627
+    rng = np.random.default_rng(zlib.crc32(record["config_hash"].encode()))
+    record.update(metrics=metrics, main_score=metrics[main_metric], selection_metrics=selection,
+                  selection_score=selection[main_metric], predictions_file=file,
+                  baseline=record["variant"] in ("full", "head"), constant_train_loss=round(constant_loss, 5),
+                  final_train_loss=round(constant_loss * (1.004 if collapsed else 0.3 + 0.2 * rng.uniform()), 5))
+
+
+def write_fake_records(folder, study="glue_small", seed=0, with_predictions=False):
+    """Write the fake study under ``folder/study/runs/`` and return its records (dicts); with
+    ``with_predictions``, also each ok run's predictions sidecar (see the module's docstring)."""
     runs = Path(folder) / study / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -109,6 +191,8 @@ def write_fake_records(folder, study="glue_small", seed=0):
                 record = make_record(variant, task, run_seed, rank, alpha, rng=rng,
                                      failed=(variant, task, run_seed, rank, alpha) in FAILED_RUNS,
                                      with_curve=(rank == 8 and alpha == 16.0))
+                if with_predictions and record["status"] == "ok":
+                    add_predictions(record, runs)
                 (runs / f"{record['config_hash']}.json").write_text(json.dumps(record, indent=1))
                 records.append(record)
     return records
