@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
+
+from variants.files import write_atomically
 
 RUNS_FOLDER = "runs"
 # Keys of the resolved config that do not change what a run computes, so they stay out of its hash.
@@ -68,17 +68,7 @@ def write_record(results_dir, record: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if record.get("status") != "ok" and has_successful_record(results_dir, record["config_hash"]):
         return path
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=1, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, json.dumps(record, indent=1, default=str))
 
 
 def git_commit(folder) -> str | None:

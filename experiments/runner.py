@@ -37,7 +37,8 @@ def base_record(cfg: dict, run_hash: str) -> dict:
     return {
         "config_hash": run_hash, "status": None, "error": None, "timestamp": results.now(),
         "git_commit": results.git_commit(REPO_ROOT), "experiment": cfg.get("experiment_name"),
-        "variant": cfg["variant"]["name"], "task": cfg["task"]["name"], "model": model_label(cfg["model"]),
+        "variant": cfg["variant"]["name"], "baseline": variants.lookup(cfg["variant"]["name"]).is_baseline,
+        "task": cfg["task"]["name"], "model": model_label(cfg["model"]),
         "model_name_or_path": cfg["model"].get("name_or_path"),
         "pooling": cfg["model"].get("pooling", "model"), "rank": cfg["rank"],
         "alpha": cfg["alpha"], "target_modules": target_modules_text(cfg["target_modules"]),
@@ -81,9 +82,8 @@ def run(cfg: dict, log_metrics=None, show_progress=True) -> dict:
                                                 cfg["model"].get("pooling", "model"))
     total = sum(p.numel() for p in model.parameters())
     variant = cfg["variant"]
-    variants.apply(model, variant["name"], rank=cfg["rank"] or 1, alpha=cfg["alpha"],
-                   target_modules=cfg["target_modules"] or "all-linear", dropout=cfg["dropout"] or 0.0,
-                   **dict(variant.get("options") or {}))
+    variants.apply(model, variant["name"], rank=cfg["rank"], alpha=cfg["alpha"], target_modules=cfg["target_modules"],
+                   dropout=cfg["dropout"], **dict(variant.get("options") or {}))
     record = base_record(cfg, run_hash)
     record["model_name_or_path"] = name_or_path
     try:
