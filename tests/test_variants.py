@@ -94,19 +94,45 @@ def test_forward_equals_the_reference_equation(name, token_ids):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", LOW_RANK)
-def test_random_init_offsets_the_frozen_weight(name, token_ids):
+OFFSET_INITS = [(n, init) for n in LOW_RANK for init in variants.lookup(n).offset_inits]
+
+
+@pytest.mark.parametrize("name, init", OFFSET_INITS)
+def test_offset_init_keeps_the_start_equal_to_the_base(name, init, token_ids):
+    """init='random' and 'pissa': the frozen weight holds W - s B0 A0, so the model starts as the base."""
     model = make_bert()
     expected = logits(model, token_ids)
     original = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
-    variants.apply(model, name, rank=4, alpha=8, target_modules=QV, init="random")
+    variants.apply(model, name, rank=4, alpha=8, target_modules=QV, init=init)
     layer = model.bert.encoder.layer[0].attention.self.query
-    assert layer.lora_B.abs().sum() > 0  # both factors random: the update itself is not zero
+    assert layer.lora_B.abs().sum() > 0  # both factors non-zero: the update itself is not zero
     offset = layer.init_scale * layer.lora_B_init @ layer.lora_A_init
     torch.testing.assert_close(layer.base_layer.weight, original - offset, rtol=0, atol=1e-6)
     torch.testing.assert_close(logits(model, token_ids), expected, rtol=0, atol=1e-5)
     variants.remove(model)  # the offset is taken back out
     torch.testing.assert_close(model.bert.encoder.layer[0].attention.self.query.weight, original, rtol=0, atol=1e-6)
+
+
+def test_pissa_factors_are_the_top_singular_part_of_the_weight():
+    model = variants.apply(make_bert(), "lora", rank=4, alpha=8, target_modules=QV, init="pissa")
+    layer = model.bert.encoder.layer[0].attention.self.query
+    weight = make_bert().bert.encoder.layer[0].attention.self.query.weight
+    u, singular, vh = torch.linalg.svd(weight, full_matrices=False)
+    top = u[:, :4] @ torch.diag(singular[:4]) @ vh[:4]
+    torch.testing.assert_close(layer.delta_weight(), top, rtol=0, atol=1e-5)
+    torch.testing.assert_close(layer.base_layer.weight, weight - top, rtol=0, atol=1e-5)  # the residual
+
+
+@pytest.mark.parametrize("name, init", OFFSET_INITS)
+def test_offset_init_save_and_load_onto_a_fresh_base_reproduces_the_residual(name, init, tmp_path, token_ids):
+    model = adapted(name, targets=QV, init=init)
+    expected = logits(model, token_ids)
+    residual = {n: layer.base_layer.weight.detach().clone() for n, layer in variants.adapter_layers(model).items()}
+    variants.save(model, tmp_path)
+    fresh = variants.load(make_bert(seed=0), tmp_path)
+    for n, layer in variants.adapter_layers(fresh).items():
+        torch.testing.assert_close(layer.base_layer.weight, residual[n], rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits(fresh, token_ids), expected, rtol=0, atol=1e-5)
 
 
 # -- merge ------------------------------------------------------------------------------------------

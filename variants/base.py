@@ -127,8 +127,14 @@ class Adapter(nn.Module):
 
     @classmethod
     def peft_settings(cls, *, rank: int, alpha: float, dropout: float, options: dict) -> dict | None:
-        """The equivalent PEFT adapter config as a dict with ``peft_type`` (None: PEFT has none)."""
+        """PEFT's config (a dict with ``peft_type``) that starts and trains as this variant does with
+        these settings (None: PEFT has no equivalent)."""
         return None
+
+    @classmethod
+    def peft_export_settings(cls, *, rank: int, alpha: float, dropout: float, options: dict) -> dict | None:
+        """PEFT's config under which ``export_peft``'s tensors give this (trained) adapter's outputs."""
+        return cls.peft_settings(rank=rank, alpha=alpha, dropout=dropout, options=options)
 
     @classmethod
     def from_peft_settings(cls, peft_config: dict) -> tuple[dict, dict] | None:
@@ -344,13 +350,25 @@ class LowRankAdapter(Adapter):
     #: PEFT LoraConfig flags this class sets (rsLoRA: use_rslora, DoRA: use_dora)
     peft_flags: ClassVar[dict[str, bool]] = {"use_rslora": False, "use_dora": False}
 
+    #: our init -> PEFT's ``init_lora_weights`` (PEFT has no init="random")
+    peft_inits: ClassVar[dict[str, Any]] = {"kaiming": True, "gaussian": "gaussian", "pissa": "pissa"}
+
     @classmethod
     def peft_settings(cls, *, rank, alpha, dropout, options):
+        options = {**cls.options, **options}
+        if options["trainable_alpha"] or options["init"] not in cls.peft_inits:
+            return None
+        return {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "lora_dropout": dropout,
+                "init_lora_weights": cls.peft_inits[options["init"]], **cls.peft_flags}
+
+    @classmethod
+    def peft_export_settings(cls, *, rank, alpha, dropout, options):
         # init="random"/"pissa" offset our frozen weight, which PEFT's base model does not have: the
-        # export writes an exactly equivalent rank-2r adapter instead (see ``peft_state``)
-        offset = options.get("init", cls.options["init"]) in cls.offset_inits
-        return {"peft_type": "LORA", "r": rank * (2 if offset else 1), "lora_alpha": alpha,
-                "lora_dropout": dropout, "init_lora_weights": True, **cls.peft_flags}
+        # export writes an exactly equivalent rank-2r adapter instead (see ``peft_state``); a trained
+        # alpha is folded into B
+        offset = {**cls.options, **options}["init"] in cls.offset_inits
+        return cls.peft_settings(rank=rank * (2 if offset else 1), alpha=alpha, dropout=dropout,
+                                 options={**options, "init": "kaiming", "trainable_alpha": False})
 
     @classmethod
     def from_peft_settings(cls, peft_config):
@@ -361,6 +379,10 @@ class LowRankAdapter(Adapter):
                        if peft_config.get(key)}
         if peft_config.get("bias", "none") != "none":
             unsupported["bias"] = peft_config["bias"]
+        if peft_config.get("init_lora_weights", True) not in (True, False, "gaussian"):
+            # e.g. "pissa": its trained factors only fit a residual base (PEFT converts such a folder
+            # with save_pretrained(path_initial_model_for_weight_conversion=...))
+            unsupported["init_lora_weights"] = peft_config["init_lora_weights"]
         if unsupported:
             raise ValueError(f"PEFT LoRA settings {unsupported} have no equivalent here")
         settings = {"rank": peft_config["r"], "alpha": peft_config["lora_alpha"],
@@ -383,7 +405,8 @@ class LowRankAdapter(Adapter):
             scale = 1.0
         peft_scale = self.peft_rank_and_scale()[1]
         # PEFT has one scaling for all layers: a trained alpha (or the rank-2r form) goes into B
-        return {".lora_A.weight": a, ".lora_B.weight": b if scale == peft_scale else b * (scale / peft_scale)}
+        return {**super().peft_state(), ".lora_A.weight": a,
+                ".lora_B.weight": b if scale == peft_scale else b * (scale / peft_scale)}
 
 
 class Baseline:
@@ -417,6 +440,11 @@ class Baseline:
     @classmethod
     def peft_settings(cls, *, rank, alpha, dropout, options) -> dict | None:
         """PEFT has no adapter for a baseline."""
+        return None
+
+    @classmethod
+    def peft_export_settings(cls, *, rank, alpha, dropout, options) -> dict | None:
+        """Nothing to export."""
         return None
 
     @classmethod

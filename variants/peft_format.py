@@ -48,7 +48,8 @@ def peft_variants() -> list[str]:
 
 def exportable_variants() -> list[str]:
     """The variants ``export_peft`` writes exactly: PEFT has them on a plain base model."""
-    return [n for n in peft_variants() if lookup(n).peft_base_quantization({}) is None]
+    return [n for n in available() if lookup(n).peft_base_quantization({}) is None
+            and lookup(n).peft_export_settings(rank=1, alpha=1.0, dropout=0.0, options={})]
 
 
 def peft_settings(name: str, *, rank: int, alpha: float | None, dropout: float = 0.0, **options) -> dict:
@@ -92,8 +93,8 @@ def export_peft(model: nn.Module, folder) -> Path:
                    "fan_in_fan_out": any(is_transposed(layer.base_layer) for layer in layers.values()),
                    "base_model_name_or_path": getattr(getattr(model, "config", None), "name_or_path", None) or None,
                    "inference_mode": True,
-                   **peft_settings(variant, rank=config["rank"], alpha=config["alpha"], dropout=config["dropout"],
-                                   **config["options"])}
+                   **cls.peft_export_settings(rank=config["rank"], alpha=config["alpha"],
+                                              dropout=config["dropout"], options={**cls.options, **config["options"]})}
     state = dict(cls.peft_shared_state(model))
     for name, layer in layers.items():
         state.update({f"{PREFIX}{name}{ending}": tensor for ending, tensor in layer.peft_state().items()})
@@ -119,7 +120,7 @@ def variant_for(peft_config: dict, source) -> tuple[str, dict, dict]:
         if match is not None:
             found.append((name, *match))
     if len(found) != 1:
-        kinds = sorted({str(lookup(n).peft_settings(rank=1, alpha=1.0, dropout=0.0, options={})["peft_type"])
+        kinds = sorted({lookup(n).peft_export_settings(rank=1, alpha=1.0, dropout=0.0, options={})["peft_type"]
                         for n in exportable_variants()})
         why = "matches several variants" if found else "is not supported"
         raise ValueError(f"{source}: PEFT type {peft_config.get('peft_type')!r} {why}; supported: "
