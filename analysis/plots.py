@@ -17,8 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from .tables import (BASELINES, VARIANT_ORDER, _sorted, default_grouping, metric_column, ok_runs,
-                     ordered_tasks, ordered_variants, summarize)
+from .tables import (_sorted, baseline_variants, default_grouping, metric_column, ok_runs, ordered_tasks,
+                     ordered_variants, summarize)
 
 
 class NoDataError(ValueError):
@@ -60,20 +60,22 @@ def pareto_front(points: pd.DataFrame, x: str = "trainable_params", y: str = "me
     return pd.Series(on_front, index=points.index, name="pareto")
 
 
-def variant_color(variant: str) -> tuple:
-    """The same colour for a variant in every figure."""
+def variant_color(variant: str, runs: pd.DataFrame | None = None) -> tuple:
+    """The same colour for a variant in every figure made from the same records: its place in
+    ``ordered_variants(runs)`` (without records: from its name)."""
     palette = matplotlib.colormaps["tab10"].colors
-    if variant in VARIANT_ORDER:
-        return palette[VARIANT_ORDER.index(variant) % len(palette)]
-    return palette[(len(VARIANT_ORDER) + sum(map(ord, str(variant)))) % len(palette)]
+    order = ordered_variants(runs) if runs is not None else []
+    if variant in order:
+        return palette[order.index(variant) % len(palette)]
+    return palette[(len(order) + sum(map(ord, str(variant)))) % len(palette)]
 
 
-def config_label(row: pd.Series | dict, keys: list[str]) -> str:
+def config_label(row: pd.Series | dict, keys: list[str], baselines=()) -> str:
     """A short legend label: ``lora r=8 α=16``; baselines show their name only."""
     parts = []
     for key in keys:
         value = row[key]
-        if key in ("rank", "alpha", "target_modules") and row.get("variant") in BASELINES:
+        if key in ("rank", "alpha", "target_modules") and row.get("variant") in baselines:
             continue
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             value = int(value)
@@ -151,12 +153,12 @@ def plot_metric_vs_params(df: pd.DataFrame, task: str | None = None, metric: str
     if points.empty:
         raise NoDataError(f"no run on {task} recorded both trainable_params and a score")
     fig, (ax,) = _new_figure(width=8.5)
-    for variant in ordered_variants(points["variant"]):
+    for variant in [v for v in ordered_variants(runs) if v in set(points["variant"])]:
         mine = points[points["variant"] == variant]
         ax.errorbar(mine["trainable_params"], mine["score"], yerr=mine["spread"], fmt="o", capsize=3,
-                    color=variant_color(variant), label=variant, markersize=6)
+                    color=variant_color(variant, df), label=variant, markersize=6)
     front = points[pareto_front(points, x="trainable_params", y="score")].sort_values("trainable_params")
-    members = "\n".join(f"  {config_label(point, keys)}" for _, point in front.iterrows())
+    members = "\n".join(f"  {config_label(point, keys, baseline_variants(runs))}" for _, point in front.iterrows())
     ax.step(front["trainable_params"], front["score"], where="post", linestyle="--", color="0.3",
             label=f"Pareto front:\n{members}", zorder=1)
     ax.scatter(front["trainable_params"], front["score"], s=140, facecolors="none", edgecolors="black",
@@ -202,7 +204,7 @@ _SYMBOLS = {"rank": "r", "alpha": "α"}
 def _sweep_figure(df, task, *, x, fixed, fixed_value, variants, metric, scale) -> Figure:
     runs, task = _task_runs(df, task)
     if variants is None:
-        variants = [v for v in ordered_variants(runs["variant"].dropna()) if v not in BASELINES]
+        variants = [v for v in ordered_variants(runs) if v not in baseline_variants(runs)]
     variants = [variants] if isinstance(variants, str) else list(variants)
     runs = runs[runs["variant"].isin(variants)]
     if runs.empty:
@@ -236,8 +238,8 @@ def _sweep_figure(df, task, *, x, fixed, fixed_value, variants, metric, scale) -
         lines_drawn[variant] = lines_drawn.get(variant, 0) + 1
         ticks.update(line[x].astype(float))
         ax.errorbar(line[x], line["mean"] * scale, yerr=line["std"].fillna(0) * scale, marker="o",
-                    capsize=3, color=variant_color(variant), linestyle=style,
-                    label=config_label(line.iloc[0], line_keys))
+                    capsize=3, color=variant_color(variant, df), linestyle=style,
+                    label=config_label(line.iloc[0], line_keys, baseline_variants(runs)))
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -262,8 +264,9 @@ def plot_cost(df: pd.DataFrame, task: str | None = None, by: list[str] | str | N
     if runs[list(columns)].isna().all().all():
         raise NoDataError(f"no run on {task} recorded train_seconds or peak_memory_mb")
     stats = runs.groupby(keys, dropna=False, sort=False)[list(columns)].agg(["mean", "std"])
-    labels = [config_label(dict(zip(keys, k if isinstance(k, tuple) else (k,))), keys) for k in stats.index]
-    variant_rank = {v: i for i, v in enumerate(ordered_variants(runs["variant"].dropna()))}
+    labels = [config_label(dict(zip(keys, k if isinstance(k, tuple) else (k,))), keys, baseline_variants(runs))
+              for k in stats.index]
+    variant_rank = {v: i for i, v in enumerate(ordered_variants(runs))}
     order = sorted(range(len(labels)),
                    key=lambda i: (variant_rank.get(_variant_of(stats.index[i], keys), -1), labels[i]))
     fig, axes = _new_figure(width=max(7.0, 0.55 * len(labels) * 2), columns=2)
@@ -271,7 +274,7 @@ def plot_cost(df: pd.DataFrame, task: str | None = None, by: list[str] | str | N
     for ax, (column, label) in zip(axes, columns.items()):
         means = stats[(column, "mean")].to_numpy(float)[order]
         stds = np.nan_to_num(stats[(column, "std")].to_numpy(float)[order])
-        colors = [variant_color(_variant_of(stats.index[i], keys)) for i in order]
+        colors = [variant_color(_variant_of(stats.index[i], keys), df) for i in order]
         ax.bar(positions, means, yerr=stds, capsize=3, color=colors)
         ax.set_xticks(positions, [labels[i] for i in order], rotation=45, ha="right", fontsize=8)
         ax.set_xlabel(" / ".join(keys))
@@ -311,10 +314,11 @@ def plot_learning_curves(df: pd.DataFrame, task: str | None = None, by: list[str
         panels["eval"] = f"dev {_metric_label(runs, 'main_score', 1)} (logged during training)"
     fig, axes = _new_figure(width=6.0 * len(panels), columns=len(panels))
     for ax, (column, label) in zip(axes, panels.items()):
-        logged = _sorted(curves.dropna(subset=[column]), keys)
+        logged = _sorted(curves.dropna(subset=[column]), keys, runs)
         for values, group in logged.groupby(keys, dropna=False, sort=False):
-            name = config_label(dict(zip(keys, values if isinstance(values, tuple) else (values,))), keys)
-            color = variant_color(group["variant"].iloc[0] if "variant" in group else "")
+            name = config_label(dict(zip(keys, values if isinstance(values, tuple) else (values,))), keys,
+                                baseline_variants(runs))
+            color = variant_color(group["variant"].iloc[0] if "variant" in group else "", df)
             for _, run in group.groupby("run"):
                 ax.plot(run["step"], run[column], color=color, alpha=0.2, linewidth=0.8)
             mean = group.groupby("step")[column].mean()
