@@ -176,10 +176,9 @@ def plot_metric_vs_params(df: pd.DataFrame, task: str | None = None, metric: str
 
 
 def plot_metric_vs_rank(df: pd.DataFrame, task: str | None = None, alpha: float | None = None,
-                        variants=("lora", "rslora"), metric: str = "main_score", scale: float = 100
-                        ) -> Figure:
-    """Score against rank r (log₂ x) at one fixed alpha, one line per variant (default LoRA vs rsLoRA;
-    a variant run at a single rank is left out).
+                        variants=None, metric: str = "main_score", scale: float = 100) -> Figure:
+    """Score against rank r (log₂ x) at one fixed alpha, one line per variant (default: every adapter
+    variant; those run at a single rank are left out).
 
     ``alpha=None`` picks the alpha at which most of these variants were swept over rank.
     """
