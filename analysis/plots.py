@@ -17,8 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from .tables import (_sorted, baseline_variants, default_grouping, metric_column, ok_runs, ordered_tasks,
-                     ordered_variants, summarize)
+from .tables import (baseline_variants, default_grouping, metric_column, ok_runs, ordered_tasks,
+                     ordered_variants, sorted_rows, summarize)
 
 
 class NoDataError(ValueError):
@@ -313,7 +313,7 @@ def plot_learning_curves(df: pd.DataFrame, task: str | None = None, by: list[str
         panels["eval"] = f"dev {_metric_label(runs, 'main_score', 1)} (logged during training)"
     fig, axes = _new_figure(width=6.0 * len(panels), columns=len(panels))
     for ax, (column, label) in zip(axes, panels.items()):
-        logged = _sorted(curves.dropna(subset=[column]), keys, runs)
+        logged = sorted_rows(curves.dropna(subset=[column]), keys, runs)
         for values, group in logged.groupby(keys, dropna=False, sort=False):
             name = config_label(dict(zip(keys, values if isinstance(values, tuple) else (values,))), keys,
                                 baseline_variants(runs))

@@ -148,7 +148,7 @@ def summarize(df: pd.DataFrame, by: list[str] | str | None = None, metric: str =
     summary = pd.DataFrame(rows)
     if column != "main_score":
         summary["main_metric"] = column.removeprefix("metric.")
-    return _sorted(summary, keys, runs).reset_index(drop=True)
+    return sorted_rows(summary, keys, runs).reset_index(drop=True)
 
 
 def _plain(value):
@@ -164,7 +164,7 @@ def _grouping(df: pd.DataFrame, by) -> list[str]:
     return keys
 
 
-def _sorted(frame: pd.DataFrame, keys: list[str], runs: pd.DataFrame | None = None) -> pd.DataFrame:
+def sorted_rows(frame: pd.DataFrame, keys: list[str], runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows in reading order: variants as ``ordered_variants(runs)`` says (``runs``: the records the rows
     come from, default ``frame``), tasks as in TASK_ORDER, numbers ascending."""
     columns = [key for key in [*keys, "task"] if key in frame]
@@ -280,7 +280,7 @@ def cost_table(df: pd.DataFrame, by: list[str] | str | None = None) -> pd.DataFr
         raise ValueError("no successful runs (status == 'ok') to summarize")
     baselines = baseline_variants(runs)
     rows = []
-    for values, config in _sorted(runs, keys).groupby(keys, dropna=False, sort=False):
+    for values, config in sorted_rows(runs, keys).groupby(keys, dropna=False, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         row = {key: _format_key(key, value, config, baselines) for key, value in zip(keys, values)}
         median = config[["trainable_params", "adapter_bytes", "seconds_per_step", "train_seconds",

@@ -358,7 +358,7 @@ class LowRankAdapter(Adapter):
         options = {**cls.options, **options}
         if options["trainable_alpha"] or options["init"] not in cls.peft_inits:
             return None
-        return {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "lora_dropout": dropout,
+        return {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "lora_dropout": dropout, "bias": "none",
                 "init_lora_weights": cls.peft_inits[options["init"]], **cls.peft_flags}
 
     @classmethod

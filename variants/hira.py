@@ -77,4 +77,5 @@ class HiRA(Adapter):
         if peft_config.get("rank_pattern"):
             raise ValueError(f"PEFT HiRA setting rank_pattern={peft_config['rank_pattern']} has no equivalent here")
         init = "gaussian" if peft_config.get("init_weights") == "gaussian" else "kaiming"
-        return {"rank": peft_config["r"], "alpha": None, "dropout": peft_config.get("hira_dropout", 0.0)}, {"init": init}
+        settings = {"rank": peft_config["r"], "alpha": None, "dropout": peft_config.get("hira_dropout", 0.0)}
+        return settings, {"init": init}

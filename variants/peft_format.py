@@ -89,7 +89,7 @@ def export_peft(model: nn.Module, folder) -> Path:
     layers = adapter_layers(model)
     heads = head_prefixes(model, config["head_modules"])
     peft_config = {"task_type": task_type(model), "target_modules": sorted(layers),
-                   "modules_to_save": heads or None, "bias": "none",
+                   "modules_to_save": heads or None,
                    "fan_in_fan_out": any(is_transposed(layer.base_layer) for layer in layers.values()),
                    "base_model_name_or_path": getattr(getattr(model, "config", None), "name_or_path", None) or None,
                    "inference_mode": True,

@@ -104,7 +104,8 @@ class VeRA(Adapter):
     @classmethod
     def peft_settings(cls, *, rank, alpha, dropout, options):
         options = {**cls.options, **options}
-        return {"peft_type": "VERA", "r": rank, "vera_dropout": dropout, "d_initial": options["d_initial"],
+        return {"peft_type": "VERA", "r": rank, "vera_dropout": dropout, "bias": "none",
+                "d_initial": options["d_initial"],
                 "projection_prng_key": options["projection_seed"], "save_projection": True, "init_weights": True}
 
     @classmethod
