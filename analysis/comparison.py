@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from . import stats
 from .plots import config_label, variant_color
-from .tables import DEFAULT_RESULTS_DIR, RESULTS_DIR_VARIABLE, _sorted, default_grouping, load_results, ok_runs, \
+from .tables import DEFAULT_RESULTS_DIR, RESULTS_DIR_VARIABLE, sorted_rows, default_grouping, load_results, ok_runs, \
     ordered_tasks
 
 #: the columns of ``load_predictions`` before the logits
@@ -134,7 +134,7 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     rows = []
     for task in ordered_tasks(runs["task"].dropna()):
         task_runs = runs[runs["task"] == task]
-        cells = [cell for _, cell in _sorted(task_runs, keys).groupby(keys, dropna=False, sort=False)]
+        cells = [cell for _, cell in sorted_rows(task_runs, keys).groupby(keys, dropna=False, sort=False)]
         references = [cell for cell in cells if is_reference[cell.index].all()]
         for cell in cells:
             if is_reference[cell.index].any():
@@ -390,7 +390,7 @@ def _number(value, decimals) -> str:
 def plot_differences(table: pd.DataFrame, margin: float | None = None) -> Figure:
     """Forest plot of ``compare``'s table: each row's difference ×100 with its interval, a line at 0 and
     the equivalence band ±margin (default: the margin ``compare`` used)."""
-    from .plots import NoDataError, _new_figure
+    from .plots import NoDataError, new_figure
 
     shown = table[table["difference"].notna()]
     if shown.empty:
@@ -398,7 +398,7 @@ def plot_differences(table: pd.DataFrame, margin: float | None = None) -> Figure
     margin = table.attrs.get("margin", 1.5) if margin is None else margin
     keys = [c for c in table.columns if c not in _COMPARE_COLUMNS]
     labels = [f"{row['task']}: {config_label(row, keys)}" for _, row in shown.iterrows()]
-    fig, (ax,) = _new_figure(width=8.0, height=1.8 + 0.32 * len(shown))
+    fig, (ax,) = new_figure(width=8.0, height=1.8 + 0.32 * len(shown))
     positions = np.arange(len(shown))[::-1]
     ax.axvspan(-margin, margin, color="0.9", zorder=0, label=f"±{margin:g} (equivalence margin)")
     ax.axvline(0, color="0.3", linewidth=1)

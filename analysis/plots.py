@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 from scipy.stats import t as student_t
 
-from .tables import (BASELINES, VARIANT_ORDER, _sorted, default_grouping, metric_column, ok_runs,
-                     ordered_tasks, ordered_variants, summarize)
+from .tables import (baseline_variants, default_grouping, metric_column, ok_runs, ordered_tasks,
+                     ordered_variants, sorted_rows, summarize)
 
 
 class NoDataError(ValueError):
@@ -62,20 +62,22 @@ def pareto_front(points: pd.DataFrame, x: str = "trainable_params", y: str = "me
     return pd.Series(on_front, index=points.index, name="pareto")
 
 
-def variant_color(variant: str) -> tuple:
-    """The same colour for a variant in every figure."""
+def variant_color(variant: str, runs: pd.DataFrame | None = None) -> tuple:
+    """The same colour for a variant in every figure made from the same records: its place in
+    ``ordered_variants(runs)`` (without records: from its name)."""
     palette = matplotlib.colormaps["tab10"].colors
-    if variant in VARIANT_ORDER:
-        return palette[VARIANT_ORDER.index(variant) % len(palette)]
-    return palette[(len(VARIANT_ORDER) + sum(map(ord, str(variant)))) % len(palette)]
+    order = ordered_variants(runs) if runs is not None else []
+    if variant in order:
+        return palette[order.index(variant) % len(palette)]
+    return palette[(len(order) + sum(map(ord, str(variant)))) % len(palette)]
 
 
-def config_label(row: pd.Series | dict, keys: list[str]) -> str:
+def config_label(row: pd.Series | dict, keys: list[str], baselines=()) -> str:
     """A short legend label: ``lora r=8 α=16``; baselines show their name only."""
     parts = []
     for key in keys:
         value = row[key]
-        if key in ("rank", "alpha", "target_modules") and row.get("variant") in BASELINES:
+        if key in ("rank", "alpha", "target_modules") and row.get("variant") in baselines:
             continue
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             value = int(value)
@@ -139,7 +141,7 @@ def _metric_label(runs: pd.DataFrame, metric: str, scale: float) -> str:
     return f"{name} ×{scale:g}" if scale != 1 else name
 
 
-def _new_figure(width: float = 7.0, height: float = 4.5, columns: int = 1):
+def new_figure(width: float = 7.0, height: float = 4.5, columns: int = 1):
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(1, columns, squeeze=False)[0]
     for ax in axes:
@@ -161,13 +163,13 @@ def plot_metric_vs_params(df: pd.DataFrame, task: str | None = None, metric: str
     points = points.dropna(subset=["trainable_params", "score"])
     if points.empty:
         raise NoDataError(f"no run on {task} recorded both trainable_params and a score")
-    fig, (ax,) = _new_figure(width=8.5)
-    for variant in ordered_variants(points["variant"]):
+    fig, (ax,) = new_figure(width=8.5)
+    for variant in [v for v in ordered_variants(runs) if v in set(points["variant"])]:
         mine = points[points["variant"] == variant]
         ax.errorbar(mine["trainable_params"], mine["score"], yerr=mine["spread"], fmt="o", capsize=3,
-                    color=variant_color(variant), label=variant, markersize=6)
+                    color=variant_color(variant, df), label=variant, markersize=6)
     front = points[pareto_front(points, x="trainable_params", y="score")].sort_values("trainable_params")
-    members = "\n".join(f"  {config_label(point, keys)}" for _, point in front.iterrows())
+    members = "\n".join(f"  {config_label(point, keys, baseline_variants(runs))}" for _, point in front.iterrows())
     ax.step(front["trainable_params"], front["score"], where="post", linestyle="--", color="0.3",
             label=f"Pareto front:\n{members}", zorder=1)
     ax.scatter(front["trainable_params"], front["score"], s=140, facecolors="none", edgecolors="black",
@@ -185,10 +187,9 @@ def plot_metric_vs_params(df: pd.DataFrame, task: str | None = None, metric: str
 
 
 def plot_metric_vs_rank(df: pd.DataFrame, task: str | None = None, alpha: float | None = None,
-                        variants=("lora", "rslora"), metric: str = "main_score", scale: float = 100
-                        ) -> Figure:
-    """Score against rank r (log₂ x) at one fixed alpha, one line per variant (default LoRA vs rsLoRA;
-    a variant run at a single rank is left out).
+                        variants=None, metric: str = "main_score", scale: float = 100) -> Figure:
+    """Score against rank r (log₂ x) at one fixed alpha, one line per variant (default: every adapter
+    variant; those run at a single rank are left out).
 
     ``alpha=None`` picks the alpha at which most of these variants were swept over rank.
     """
@@ -213,7 +214,7 @@ _SYMBOLS = {"rank": "r", "alpha": "α"}
 def _sweep_figure(df, task, *, x, fixed, fixed_value, variants, metric, scale) -> Figure:
     runs, task = _task_runs(df, task)
     if variants is None:
-        variants = [v for v in ordered_variants(runs["variant"].dropna()) if v not in BASELINES]
+        variants = [v for v in ordered_variants(runs) if v not in baseline_variants(runs)]
     variants = [variants] if isinstance(variants, str) else list(variants)
     runs = runs[runs["variant"].isin(variants)]
     if runs.empty:
@@ -236,7 +237,7 @@ def _sweep_figure(df, task, *, x, fixed, fixed_value, variants, metric, scale) -
     summary = summary[points_per_line >= 2]  # a line needs two points (a variant run at one x is left out)
     if summary.empty:
         raise NoDataError(f"no {x} sweep of {variants} on {task} at {fixed}={fixed_value}")
-    fig, (ax,) = _new_figure()
+    fig, (ax,) = new_figure()
     styles = ["-", "--", ":", "-."]  # several lines of one variant (e.g. other target modules)
     lines_drawn = {}
     ticks = set()
@@ -247,8 +248,8 @@ def _sweep_figure(df, task, *, x, fixed, fixed_value, variants, metric, scale) -
         lines_drawn[variant] = lines_drawn.get(variant, 0) + 1
         ticks.update(line[x].astype(float))
         ax.errorbar(line[x], line["mean"] * scale, yerr=seed_interval(line) * scale, marker="o",
-                    capsize=3, color=variant_color(variant), linestyle=style,
-                    label=config_label(line.iloc[0], line_keys))
+                    capsize=3, color=variant_color(variant, df), linestyle=style,
+                    label=config_label(line.iloc[0], line_keys, baseline_variants(runs)))
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -273,16 +274,17 @@ def plot_cost(df: pd.DataFrame, task: str | None = None, by: list[str] | str | N
     if runs[list(columns)].isna().all().all():
         raise NoDataError(f"no run on {task} recorded train_seconds or peak_memory_mb")
     stats = runs.groupby(keys, dropna=False, sort=False)[list(columns)].agg(["mean", "std"])
-    labels = [config_label(dict(zip(keys, k if isinstance(k, tuple) else (k,))), keys) for k in stats.index]
-    variant_rank = {v: i for i, v in enumerate(ordered_variants(runs["variant"].dropna()))}
+    labels = [config_label(dict(zip(keys, k if isinstance(k, tuple) else (k,))), keys, baseline_variants(runs))
+              for k in stats.index]
+    variant_rank = {v: i for i, v in enumerate(ordered_variants(runs))}
     order = sorted(range(len(labels)),
                    key=lambda i: (variant_rank.get(_variant_of(stats.index[i], keys), -1), labels[i]))
-    fig, axes = _new_figure(width=max(7.0, 0.55 * len(labels) * 2), columns=2)
+    fig, axes = new_figure(width=max(7.0, 0.55 * len(labels) * 2), columns=2)
     positions = np.arange(len(order))
     for ax, (column, label) in zip(axes, columns.items()):
         means = stats[(column, "mean")].to_numpy(float)[order]
         stds = np.nan_to_num(stats[(column, "std")].to_numpy(float)[order])
-        colors = [variant_color(_variant_of(stats.index[i], keys)) for i in order]
+        colors = [variant_color(_variant_of(stats.index[i], keys), df) for i in order]
         ax.bar(positions, means, yerr=stds, capsize=3, color=colors)
         ax.set_xticks(positions, [labels[i] for i in order], rotation=45, ha="right", fontsize=8)
         ax.set_xlabel(" / ".join(keys))
@@ -320,12 +322,13 @@ def plot_learning_curves(df: pd.DataFrame, task: str | None = None, by: list[str
     panels = {"loss": "training loss"}
     if curves["eval"].notna().any():
         panels["eval"] = f"dev {_metric_label(runs, 'main_score', 1)} (logged during training)"
-    fig, axes = _new_figure(width=6.0 * len(panels), columns=len(panels))
+    fig, axes = new_figure(width=6.0 * len(panels), columns=len(panels))
     for ax, (column, label) in zip(axes, panels.items()):
-        logged = _sorted(curves.dropna(subset=[column]), keys)
+        logged = sorted_rows(curves.dropna(subset=[column]), keys, runs)
         for values, group in logged.groupby(keys, dropna=False, sort=False):
-            name = config_label(dict(zip(keys, values if isinstance(values, tuple) else (values,))), keys)
-            color = variant_color(group["variant"].iloc[0] if "variant" in group else "")
+            name = config_label(dict(zip(keys, values if isinstance(values, tuple) else (values,))), keys,
+                                baseline_variants(runs))
+            color = variant_color(group["variant"].iloc[0] if "variant" in group else "", df)
             for _, run in group.groupby("run"):
                 ax.plot(run["step"], run[column], color=color, alpha=0.2, linewidth=0.8)
             mean = group.groupby("step")[column].mean()

@@ -19,10 +19,6 @@ import pandas as pd
 RESULTS_DIR_VARIABLE = "RESULTS_DIR"
 DEFAULT_RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
-#: variants in the order tables and plots show them (others follow, alphabetically)
-VARIANT_ORDER = ("full", "head", "lora", "rslora", "dora", "vera", "qlora")
-#: variants that adapt no layer: rank, alpha and target_modules mean nothing for them
-BASELINES = ("full", "head")
 #: GLUE tasks in the LoRA paper's column order (others follow, alphabetically)
 TASK_ORDER = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb", "wnli")
 #: settings that tell configurations apart; the table's default rows split on those that vary
@@ -33,7 +29,7 @@ CONFIG_FIELDS = ("study", "experiment", "model", "model_name_or_path", "pooling"
                  "dropout", "lr", "head_lr", "epochs", "max_steps", "batch_size", "max_length", "warmup",
                  "weight_decay", "max_train_samples")
 RECORD_FIELDS = ("config_hash", "status", "error", "timestamp", "git_commit", "experiment", "variant",
-                 "task", *CONFIG_FIELDS[2:], "seed", "main_metric", "main_score", "eval_loss",
+                 "baseline", "task", *CONFIG_FIELDS[2:], "seed", "main_metric", "main_score", "eval_loss",
                  "trainable_params", "total_params", "adapter_bytes", "train_seconds", "steps",
                  "seconds_per_step", "peak_memory_mb", "device", "learning_curve", "config")
 STATS = ("mean±std", "mean", "median")  # "mean" is short for "mean±std"
@@ -72,6 +68,7 @@ def load_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
     extra = [c for c in frame.columns if c not in columns and c not in metric_columns]
     frame = frame[[*columns[:-1], *metric_columns, *extra, "path"]]
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    frame["baseline"] = baseline_flags(frame)
     return frame.reset_index(drop=True)
 
 
@@ -151,7 +148,7 @@ def summarize(df: pd.DataFrame, by: list[str] | str | None = None, metric: str =
     summary = pd.DataFrame(rows)
     if column != "main_score":
         summary["main_metric"] = column.removeprefix("metric.")
-    return _sorted(summary, keys).reset_index(drop=True)
+    return sorted_rows(summary, keys, runs).reset_index(drop=True)
 
 
 def _plain(value):
@@ -167,13 +164,16 @@ def _grouping(df: pd.DataFrame, by) -> list[str]:
     return keys
 
 
-def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Rows in reading order: variants as in VARIANT_ORDER, tasks as in TASK_ORDER, numbers ascending."""
+def sorted_rows(frame: pd.DataFrame, keys: list[str], runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows in reading order: variants as ``ordered_variants(runs)`` says (``runs``: the records the rows
+    come from, default ``frame``), tasks as in TASK_ORDER, numbers ascending."""
     columns = [key for key in [*keys, "task"] if key in frame]
+    records = frame if runs is None else runs
+    variant_order = {v: i for i, v in enumerate(ordered_variants(records))} if "variant" in records else {}
 
     def sort_key(column: pd.Series) -> pd.Series:
         if column.name == "variant":
-            return column.map({v: i for i, v in enumerate(ordered_variants(column.dropna()))})
+            return column.map(variant_order)
         if column.name == "task":
             return column.map({t: i for i, t in enumerate(ordered_tasks(column.dropna()))})
         return column if pd.api.types.is_numeric_dtype(column) else column.astype(str)
@@ -190,9 +190,38 @@ def ordered_tasks(tasks) -> list:
     return sorted(set(tasks), key=_task_rank)
 
 
-def ordered_variants(variants) -> list:
-    order = {name: i for i, name in enumerate(VARIANT_ORDER)}
-    return sorted(set(variants), key=lambda v: (order.get(v, len(order)), str(v)))
+def baseline_flags(runs: pd.DataFrame) -> pd.Series:
+    """Whether each run is a baseline: its record's ``baseline`` field; for a record from before that
+    field, whether it has no rank (the runner blanks rank, alpha and targets of a baseline)."""
+    recorded = runs["baseline"] if "baseline" in runs else pd.Series(None, index=runs.index, dtype=object)
+    no_rank = runs["rank"].isna() if "rank" in runs else pd.Series(False, index=runs.index)
+    return pd.Series([bool(b) if isinstance(b, (bool, np.bool_)) else bool(n) for b, n in zip(recorded, no_rank)],
+                     index=runs.index, dtype=bool)
+
+
+def baseline_variants(runs: pd.DataFrame) -> set:
+    """The variants whose runs are baselines (see ``baseline_flags``)."""
+    if "variant" not in runs or runs.empty:
+        return set()
+    return set(runs.loc[baseline_flags(runs), "variant"].dropna())
+
+
+def ordered_variants(runs) -> list:
+    """Variants in reading order, from the records alone: baselines first, then the adapters, each by
+    their median trainable parameters (most first), ties by name. Given only names (no records), by name."""
+    if not isinstance(runs, pd.DataFrame):
+        return sorted(set(runs), key=str)
+    baselines = baseline_variants(runs)
+    if "trainable_params" in runs:
+        params = pd.to_numeric(runs["trainable_params"], errors="coerce").groupby(runs["variant"]).median()
+    else:
+        params = pd.Series(dtype=float)
+
+    def key(variant):
+        count = params.get(variant, np.nan)
+        return (variant not in baselines, -count if pd.notna(count) else 0.0, str(variant))
+
+    return sorted(set(runs["variant"].dropna()), key=key)
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -205,12 +234,13 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
     A cell with fewer seeds than the table's fullest cell says how many: ``"84.2 ± 0.6 (n=2)"``.
     Avg. is the mean over tasks of the cells' means (or medians); "–" when a row lacks some task.
     Rows are ``by`` (default: variant, plus rank/alpha/target_modules/... where they vary); baselines
-    (full, head) show no rank, alpha or target modules.
+    (records with ``baseline: true``) show no rank, alpha or target modules.
     """
     if stat not in STATS:
         raise ValueError(f"unknown stat {stat!r}; choose one of {list(STATS)}")
     keys = _grouping(df, by)
     summary = summarize(df, by=keys, metric=metric)
+    baselines = baseline_variants(df)
     centre = "median" if stat == "median" else "mean"
     tasks = ordered_tasks(summary["task"])
     most_seeds = summary["n"].max()
@@ -218,7 +248,7 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
     rows = []
     for values, config in summary.groupby(keys, dropna=False, sort=False):
         values = values if isinstance(values, tuple) else (values,)
-        row = {key: _format_key(key, value, config) for key, value in zip(keys, values)}
+        row = {key: _format_key(key, value, config, baselines) for key, value in zip(keys, values)}
         row["trainable params"] = _format_count(config["trainable_params"].median())
         centres = {}
         for task in tasks:
@@ -248,10 +278,11 @@ def cost_table(df: pd.DataFrame, by: list[str] | str | None = None) -> pd.DataFr
     runs = ok_runs(df)
     if runs.empty:
         raise ValueError("no successful runs (status == 'ok') to summarize")
+    baselines = baseline_variants(runs)
     rows = []
-    for values, config in _sorted(runs, keys).groupby(keys, dropna=False, sort=False):
+    for values, config in sorted_rows(runs, keys).groupby(keys, dropna=False, sort=False):
         values = values if isinstance(values, tuple) else (values,)
-        row = {key: _format_key(key, value, config) for key, value in zip(keys, values)}
+        row = {key: _format_key(key, value, config, baselines) for key, value in zip(keys, values)}
         median = config[["trainable_params", "adapter_bytes", "seconds_per_step", "train_seconds",
                          "peak_memory_mb"]].astype(float).median()
         row.update({"runs": len(config), "trainable params": _format_count(median["trainable_params"]),
@@ -268,9 +299,9 @@ def _task_header(task, main_metrics: pd.Series) -> str:
     return f"{task} ({names})" if names else str(task)
 
 
-def _format_key(key: str, value, rows: pd.DataFrame) -> str:
+def _format_key(key: str, value, rows: pd.DataFrame, baselines: set) -> str:
     if (key in ("rank", "alpha", "target_modules") and "variant" in rows
-            and rows["variant"].isin(BASELINES).all()):
+            and rows["variant"].isin(baselines).all()):
         return "–"
     if isinstance(value, (float, np.floating)) and not np.isnan(value) and float(value).is_integer():
         return str(int(value))

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import variants
-from variants.model import check_settings
 
 from .models import check_pooling
 
 
 def is_baseline(variant_name: str) -> bool:
-    return issubclass(variants.lookup(variant_name), variants.Baseline)
+    return variants.lookup(variant_name).is_baseline
 
 
 def normalized(cfg: dict) -> dict:
@@ -29,7 +28,7 @@ def normalized(cfg: dict) -> dict:
 def check_config(cfg: dict) -> None:
     """Raise ValueError naming the bad value (and the valid choices) for any setting that makes no sense."""
     variant = cfg["variant"]
-    check_settings(variant["name"], cfg["rank"], cfg["alpha"], cfg["dropout"], dict(variant.get("options") or {}))
+    variants.check_settings(variant["name"], cfg["rank"], cfg["alpha"], cfg["dropout"], dict(variant.get("options") or {}))
     check_pooling((cfg.get("model") or {}).get("pooling", "model"))
     train = cfg["train"]
     for key in ("lr", "batch_size"):

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
+
+from variants.files import write_atomically
 
 VERSION = 2
 SEED = 20240601
@@ -80,14 +81,6 @@ def default_folder() -> Path:
 def tsv_text(table: list[tuple[str, int]]) -> str:
     """A GLUE-style TSV: header ``sentence<TAB>label``, one row a line."""
     return "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in table)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so parallel runs never read half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def generate(kind: str = "demo", folder=None) -> Path:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
+
+from variants.files import UMASK, write_atomically  # noqa: F401 (UMASK: the mode records get)
 
 RUNS_FOLDER = "runs"
 # Keys of the resolved config that do not change what a run computes, so they stay out of its hash.
@@ -28,8 +28,6 @@ HASH_NEUTRAL: dict[str, tuple] = {
     "train.lr_factor": (1, 1.0), "train.tuned_file": (None,),
 }
 PREDICTIONS_SUFFIX = ".predictions.parquet"
-UMASK = os.umask(0o022)
-os.umask(UMASK)  # read back: the process's file-creation mask, which records honour
 
 
 def _without_neutral(payload: dict, prefix: str = "") -> dict:
@@ -73,22 +71,11 @@ def write_record(results_dir, record: dict) -> Path:
     path = record_path(results_dir, record["config_hash"])
     if record.get("status") != "ok" and has_successful_record(results_dir, record["config_hash"]):
         return path
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~UMASK)  # readable as any new file is (mkstemp's 0600 hides it from colleagues)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=1, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):  # a full disk, a read-only folder: say which file
-            raise OSError(error.errno, f"could not write the record {path}: {error.strerror or error}") from error
-        raise
+        write_atomically(path, json.dumps(record, indent=1, default=str))
+    except OSError as error:  # a full disk, a read-only folder: say which file
+        raise OSError(error.errno, f"could not write the record {path}: {error.strerror or error}") from error
     return path
 
 
@@ -124,20 +111,12 @@ def predictions_table(outputs: dict, orders: dict, num_labels: int):
 
 
 def write_predictions(results_dir, run_hash: str, table) -> Path:
-    """Write a predictions table atomically (temporary file, then rename), beside the record."""
+    """Write a predictions table atomically, beside the record (before it: the record is the commit point)."""
     import pyarrow.parquet as pq
 
     path = predictions_path(results_dir, run_hash)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{run_hash}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def git_commit(folder) -> str | None:

@@ -37,7 +37,8 @@ def base_record(cfg: dict, run_hash: str) -> dict:
     return {
         "config_hash": run_hash, "status": None, "error": None, "timestamp": results.now(),
         "git_commit": results.git_commit(REPO_ROOT), "experiment": cfg.get("experiment_name"),
-        "variant": cfg["variant"]["name"], "task": cfg["task"]["name"], "model": model_label(cfg["model"]),
+        "variant": cfg["variant"]["name"], "baseline": variants.lookup(cfg["variant"]["name"]).is_baseline,
+        "task": cfg["task"]["name"], "model": model_label(cfg["model"]),
         "model_name_or_path": cfg["model"].get("name_or_path"),
         "pooling": cfg["model"].get("pooling", "model"), "rank": cfg["rank"],
         "alpha": cfg["alpha"], "target_modules": target_modules_text(cfg["target_modules"]),
@@ -102,9 +103,8 @@ def train_and_record(cfg: dict, results_dir: Path, run_hash: str, log_metrics, s
     total = sum(p.numel() for p in model.parameters())
     variant = cfg["variant"]
     heads = head_modules(cfg["model"].get("pooling", "model"))
-    variants.apply(model, variant["name"], rank=cfg["rank"] or 1, alpha=cfg["alpha"],
-                   target_modules=cfg["target_modules"] or "all-linear", dropout=cfg["dropout"] or 0.0,
-                   head_modules=heads, **dict(variant.get("options") or {}))
+    variants.apply(model, variant["name"], rank=cfg["rank"], alpha=cfg["alpha"], target_modules=cfg["target_modules"],
+                   dropout=cfg["dropout"], head_modules=heads, **dict(variant.get("options") or {}))
     record = base_record(cfg, run_hash)
     record["model_name_or_path"] = name_or_path
     try:
@@ -137,6 +137,11 @@ def train_and_record(cfg: dict, results_dir: Path, run_hash: str, log_metrics, s
         log.error("run %s failed: %s", run_hash, traceback.format_exc())
         record.update(status="failed", error=f"{type(error).__name__}: {error}")
     record["timestamp"] = results.now()
-    results.write_record(results_dir, record)
+    try:
+        results.write_record(results_dir, record)
+    except OSError:  # a full disk: no predictions file without its record (unless an earlier record owns it)
+        if record.get("predictions_file") and not results.has_successful_record(results_dir, run_hash):
+            results.predictions_path(results_dir, run_hash).unlink(missing_ok=True)
+        raise
     return record
 

@@ -82,7 +82,7 @@ def make_record(variant, task, seed, rank, alpha, *, rng, failed=False, with_cur
     record = {"config_hash": config_hash, "status": "failed" if failed else "ok",
               "error": "RuntimeError: loss is nan" if failed else None,
               "timestamp": f"2025-11-22T10:{seed:02d}:{rank % 60:02d}Z", "git_commit": "b1aa628",
-              "experiment": "glue_small", **config, "metrics": {}, "main_metric": main_metric,
+              "experiment": "glue_small", **config, "baseline": variant in ("full", "head"), "metrics": {}, "main_metric": main_metric,
               "main_score": None, "eval_loss": None, "trainable_params": None,
               "total_params": TOTAL_PARAMS, "adapter_bytes": None, "train_seconds": None, "steps": None,
               "seconds_per_step": None, "peak_memory_mb": None, "device": "cpu", "learning_curve": [],

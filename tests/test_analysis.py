@@ -109,8 +109,12 @@ def test_variant_task_table_cells_are_mean_and_std_times_100(results, df):
     table = analysis.variant_task_table(df)
     assert list(table.columns) == ["variant", "rank", "alpha", "trainable params", "mrpc (accuracy)",
                                    "rte (accuracy)", "stsb (pearson)", "Avg."]
-    assert list(table["variant"].drop_duplicates()) == ["full", "head", "lora", "rslora", "dora", "vera",
-                                                        "qlora"]
+    # the order comes from the records: baselines first, then by median trainable parameters (most first)
+    order = list(table["variant"].drop_duplicates())
+    assert set(order[:2]) == {"full", "head"} and set(order) == {"full", "head", "lora", "rslora", "dora", "vera", "qlora"}
+    params = {v: df[df.variant == v]["trainable_params"].median() for v in order}
+    assert params[order[0]] >= params[order[1]]
+    assert all(params[a] >= params[b] for a, b in zip(order[2:], order[3:]))
     for variant, rank, alpha in [("lora", 4, 16.0), ("rslora", 16, 16.0), ("dora", 8, 16.0),
                                  ("lora", 8, 32.0)]:
         row = table[(table.variant == variant) & (table["rank"] == str(rank))

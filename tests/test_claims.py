@@ -12,10 +12,12 @@ import time
 from collections import Counter
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import analysis
 from experiments import claims, progress, results, runner
+from variants import files
 from tests.test_runner import config, records
 
 TRAININGS = "trainings.txt"  # one line per training, beside the results folder
@@ -23,15 +25,20 @@ TRAININGS = "trainings.txt"  # one line per training, beside the results folder
 
 def fake_training(counter, seconds=0.0, error=None):
     """Stands in for ``train_and_evaluate``: notes that a training happened, and how it ends."""
-    def train(model, *args, **kwargs):
+    def train(model, train_loader, eval_loaders, task, *args, **kwargs):
         with open(counter, "a") as handle:
             handle.write(f"{os.getpid()}\n")
         time.sleep(seconds)
         if error is not None:
             raise error
+        outputs = {}  # a constant prediction for every example, in loader order, as the real loop gives
+        for split, loader in eval_loaders.items():
+            labels = np.concatenate([batch["labels"].numpy() for batch in loader])
+            outputs[split] = (np.zeros((len(labels), task["num_labels"]), np.float32), labels)
         return SimpleNamespace(metrics={"accuracy": 0.5}, eval_loss=0.7, steps=1, train_seconds=seconds,
                                seconds_per_step=seconds, peak_memory_mb=1.0, device="cpu",
-                               learning_curve=[{"step": i, "loss": 0.5} for i in range(200)])
+                               learning_curve=[{"step": i, "loss": 0.5} for i in range(200)],
+                               final_train_loss=0.5, selection_metrics=None, outputs=outputs)
     return train
 
 
@@ -208,9 +215,31 @@ def enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def half_written(record, handle, **kwargs):
-    handle.write('{"config_hash": "abc", "stat')
-    enospc()
+class FillsUpHalfway:
+    """A file handle on a disk that fills up after the first bytes of what is written."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+    def write(self, data):
+        self.handle.write(data[:20])
+        enospc()
+
+
+def disk_full_in_a_record(real_fdopen):
+    """``os.fdopen`` as seen by the atomic writer: records' temporary files fill the disk halfway."""
+    def fdopen(fd, *args, **kwargs):
+        handle = real_fdopen(fd, *args, **kwargs)
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        is_record = ".json." in name and name.endswith(".tmp")
+        return FillsUpHalfway(handle) if is_record else handle
+    return fdopen
 
 
 def with_an_earlier_record(folder):
@@ -224,8 +253,8 @@ def test_a_failing_write_leaves_the_folder_as_it_was_and_names_the_file(where, t
     before = with_an_earlier_record(folder)
     monkeypatch.setattr(runner, "train_and_evaluate", fake_training(tmp_path / TRAININGS))
     if where == "record":
-        # the disk fills up in the middle of the record (json.dump only as results.py calls it)
-        monkeypatch.setattr(results, "json", SimpleNamespace(dump=half_written, dumps=json.dumps, loads=json.loads))
+        # the disk fills up in the middle of the record (only records' temporary files, not the claim's)
+        monkeypatch.setattr(files.os, "fdopen", disk_full_in_a_record(os.fdopen))
     else:
         monkeypatch.setattr(claims.os, "fsync", enospc)  # the disk is full from the start
     cfg = config(folder, "variant=head")

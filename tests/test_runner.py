@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import variants
 from experiments import runner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def records(folder) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("runs/*.json"))]
 
 
-@pytest.mark.parametrize("variant", ["lora", "rslora", "dora", "vera", "qlora", "full", "head"])
+@pytest.mark.parametrize("variant", variants.available())
 def test_a_short_run_per_variant_leaves_one_ok_record(variant, tmp_path):
     record = runner.run(config(tmp_path, f"variant={variant}", "rank=4"), show_progress=False)
     assert record["status"] == "ok", record["error"]
@@ -36,10 +37,11 @@ def test_a_short_run_per_variant_leaves_one_ok_record(variant, tmp_path):
     assert record["steps"] == 3 and record["seconds_per_step"] > 0 and record["peak_memory_mb"] > 0
     assert 0 < record["trainable_params"] <= record["total_params"]
     assert record["adapter_bytes"] > 0
-    if variant == "full":
+    assert record["baseline"] is variants.lookup(variant).is_baseline
+    if variants.lookup(variant).saves_all_trainable:
         assert record["trainable_params"] == record["total_params"]
-    if variant == "head":
-        assert record["trainable_params"] < 1000  # 384 * 2 + 2
+    elif variants.lookup(variant).is_baseline:
+        assert record["trainable_params"] < 1000  # the head only: 384 * 2 + 2
 
 
 def test_a_successful_config_is_skipped_on_rerun(tmp_path):

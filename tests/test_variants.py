@@ -1,4 +1,7 @@
-"""The identities the adapter core promises, checked on tiny random models (no download, no peft)."""
+"""The identities the adapter core promises, checked on tiny random models (no download, no peft).
+
+The generic identities run for every variant the registry finds (a new variant gets them without an edit
+here); the tests of one variant's own behaviour follow them."""
 import json
 import math
 
@@ -9,10 +12,20 @@ from conftest import NUM_LABELS, make_bert, make_gpt2, make_llama
 import variants
 from variants.base import dense_weight
 
-LOW_RANK = ["lora", "rslora", "dora"]
-ADAPTERS = LOW_RANK + ["vera"]
-BASELINES = ["full", "head"]
+ADAPTERS = [n for n in variants.available() if not variants.lookup(n).is_baseline]
+BASELINES = [n for n in variants.available() if variants.lookup(n).is_baseline]
+#: adapters whose frozen base computes what the original layers did (not QLoRA's 4-bit base)
+EXACT_BASE = [n for n in ADAPTERS if variants.lookup(n).exact_base]
+#: the LoRA family: init options, combine
+LOW_RANK = [n for n in EXACT_BASE if issubclass(variants.lookup(n), variants.LowRankAdapter)]
+COMBINABLE = [n for n in EXACT_BASE if variants.lookup(n).combinable]
 QV = ["query", "value"]
+
+
+def inits(name):
+    """The variant's ``init`` choices that start from a zero update (every variant has the default)."""
+    choices = getattr(variants.lookup(name), "inits", (None,))
+    return [c for c in choices if c not in getattr(variants.lookup(name), "offset_inits", ())]
 
 
 def logits(model, ids):
@@ -44,24 +57,55 @@ def adapted(name, seed=0, targets="all-linear", rank=4, alpha=8.0, make=make_ber
 
 # -- the adapted model starts as the base model ----------------------------------------------------
 
-@pytest.mark.parametrize("init", ["kaiming", "gaussian"])
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name, init", [(n, i) for n in EXACT_BASE for i in inits(n)])
 def test_adapted_model_starts_equal_to_base(name, init, token_ids):
-    options = {} if name == "vera" else {"init": init}
+    options = {} if init is None else {"init": init}
     model = make_bert()
     expected = logits(model, token_ids)
     variants.apply(model, name, rank=4, alpha=8, target_modules="all-linear", **options)
     assert torch.equal(logits(model, token_ids), expected)
 
 
-@pytest.mark.parametrize("name", LOW_RANK)
-def test_random_init_offsets_the_frozen_weight(name, token_ids):
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_adapted_model_starts_equal_to_its_frozen_base(name, token_ids):
+    """Also for a variant that stores the base differently (QLoRA): at the start only the base speaks."""
+    model = variants.apply(make_bert(), name, rank=4, alpha=8, target_modules="all-linear")
+    start = logits(model, token_ids)
+    variants.remove(model)  # the adapters go; a re-stored base (NF4) stays
+    assert torch.equal(logits(model, token_ids), start)
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_forward_equals_the_reference_equation(name, token_ids):
+    """Fast paths (DoRA's fused norms, VeRA's merged backward, LoRA's fused GEMM) give the output and the
+    gradients of the variant's plainly written ``reference_forward``."""
+    model = adapted(name, targets="all-linear")
+    for layer in variants.adapter_layers(model).values():
+        for tokens in (1, 40):  # few and many tokens: VeRA picks another order for each
+            x = torch.randn(2, tokens, layer.in_features)
+            layer.train()
+            fast = layer(x)
+            grads_fast = torch.autograd.grad(fast.square().sum(), [p for p in layer.parameters() if p.requires_grad])
+            reference = layer.reference_forward(x)
+            grads_reference = torch.autograd.grad(reference.square().sum(),
+                                                  [p for p in layer.parameters() if p.requires_grad])
+            torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+            for a, b in zip(grads_fast, grads_reference):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+OFFSET_INITS = [(n, init) for n in LOW_RANK for init in variants.lookup(n).offset_inits]
+
+
+@pytest.mark.parametrize("name, init", OFFSET_INITS)
+def test_offset_init_keeps_the_start_equal_to_the_base(name, init, token_ids):
+    """init='random' and 'pissa': the frozen weight holds W - s B0 A0, so the model starts as the base."""
     model = make_bert()
     expected = logits(model, token_ids)
     original = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
-    variants.apply(model, name, rank=4, alpha=8, target_modules=QV, init="random")
+    variants.apply(model, name, rank=4, alpha=8, target_modules=QV, init=init)
     layer = model.bert.encoder.layer[0].attention.self.query
-    assert layer.lora_B.abs().sum() > 0  # both factors random: the update itself is not zero
+    assert layer.lora_B.abs().sum() > 0  # both factors non-zero: the update itself is not zero
     offset = layer.init_scale * layer.lora_B_init @ layer.lora_A_init
     torch.testing.assert_close(layer.base_layer.weight, original - offset, rtol=0, atol=1e-6)
     torch.testing.assert_close(logits(model, token_ids), expected, rtol=0, atol=1e-5)
@@ -69,9 +113,31 @@ def test_random_init_offsets_the_frozen_weight(name, token_ids):
     torch.testing.assert_close(model.bert.encoder.layer[0].attention.self.query.weight, original, rtol=0, atol=1e-6)
 
 
+def test_pissa_factors_are_the_top_singular_part_of_the_weight():
+    model = variants.apply(make_bert(), "lora", rank=4, alpha=8, target_modules=QV, init="pissa")
+    layer = model.bert.encoder.layer[0].attention.self.query
+    weight = make_bert().bert.encoder.layer[0].attention.self.query.weight
+    u, singular, vh = torch.linalg.svd(weight, full_matrices=False)
+    top = u[:, :4] @ torch.diag(singular[:4]) @ vh[:4]
+    torch.testing.assert_close(layer.delta_weight(), top, rtol=0, atol=1e-5)
+    torch.testing.assert_close(layer.base_layer.weight, weight - top, rtol=0, atol=1e-5)  # the residual
+
+
+@pytest.mark.parametrize("name, init", OFFSET_INITS)
+def test_offset_init_save_and_load_onto_a_fresh_base_reproduces_the_residual(name, init, tmp_path, token_ids):
+    model = adapted(name, targets=QV, init=init)
+    expected = logits(model, token_ids)
+    residual = {n: layer.base_layer.weight.detach().clone() for n, layer in variants.adapter_layers(model).items()}
+    variants.save(model, tmp_path)
+    fresh = variants.load(make_bert(seed=0), tmp_path)
+    for n, layer in variants.adapter_layers(fresh).items():
+        torch.testing.assert_close(layer.base_layer.weight, residual[n], rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits(fresh, token_ids), expected, rtol=0, atol=1e-5)
+
+
 # -- merge ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", EXACT_BASE)
 def test_merge_gives_the_same_output_and_unmerge_restores_the_weights(name, token_ids):
     model = adapted(name)
     base_weights = {n: dense_weight(layer.base_layer).detach().clone()
@@ -87,7 +153,7 @@ def test_merge_gives_the_same_output_and_unmerge_restores_the_weights(name, toke
     torch.testing.assert_close(logits(model, token_ids), unmerged, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", EXACT_BASE)
 def test_merged_weight_change_is_delta_weight(name):
     model = adapted(name, targets=QV)
     layer = model.bert.encoder.layer[1].attention.self.value
@@ -97,13 +163,15 @@ def test_merged_weight_change_is_delta_weight(name):
     torch.testing.assert_close(layer.base_layer.weight - before, delta, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", EXACT_BASE)
 def test_remove_gives_back_the_base_model(name, token_ids):
     expected = logits(make_bert(), token_ids)
     model = variants.merge(adapted(name, targets=QV))
+    shared = variants.lookup(name).shared_module
+    assert shared is None or hasattr(model, shared)
     variants.remove(model)
     assert variants.adapter_layers(model) == {} and model.variant_config is None
-    assert not hasattr(model, "vera_projection")
+    assert shared is None or not hasattr(model, shared)
     with torch.no_grad():  # the head was trained; put the base head back to compare the body
         model.classifier.load_state_dict(make_bert().classifier.state_dict())
     torch.testing.assert_close(logits(model, token_ids), expected, rtol=0, atol=1e-5)
@@ -121,10 +189,9 @@ def test_trainable_parameter_count_matches_the_formula(name, targets):
     rank = 4
     model = variants.apply(make_bert(), name, rank=rank, alpha=8, target_modules=targets)
     shapes = [(layer.in_features, layer.out_features) for layer in variants.adapter_layers(model).values()]
-    per_layer = {"lora": lambda i, o: rank * (i + o), "rslora": lambda i, o: rank * (i + o),
-                 "dora": lambda i, o: rank * (i + o) + o, "vera": lambda i, o: rank + o}[name]
+    cls = variants.lookup(name)
     assert len(shapes) == (4 if targets == QV else 13)  # all-linear: 6 per block x 2 + pooler, no head
-    expected = sum(per_layer(i, o) for i, o in shapes) + _head_size(model)
+    expected = sum(cls.trainable_per_layer(i, o, rank, cls.options) for i, o in shapes) + _head_size(model)
     assert variants.trainable_parameters(model) == expected
 
 
@@ -135,9 +202,9 @@ def test_trainable_alpha_adds_one_parameter_per_layer():
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_baselines_decide_what_is_trainable(name):
-    model = variants.apply(make_bert(), name)
+    model = variants.apply(make_bert(), name, rank=None, alpha=None, target_modules=None, dropout=None)
     total = sum(p.numel() for p in model.parameters())
-    expected = total if name == "full" else _head_size(model)
+    expected = total if variants.lookup(name).saves_all_trainable else _head_size(model)
     assert variants.trainable_parameters(model) == expected
     assert variants.adapter_layers(model) == {}
 
@@ -153,7 +220,7 @@ def test_vera_projection_is_one_shared_storage_not_saved_per_layer(tmp_path):
     assert {n for n, _ in model.named_buffers() if n.endswith((".A", ".B"))} == {"vera_projection.A",
                                                                                 "vera_projection.B"}
     variants.save(model, tmp_path)
-    saved = variants.model.read_saved(tmp_path)[1]
+    saved = variants.saving.read_saved(tmp_path)[1]
     assert all(k.endswith((".lambda_b", ".lambda_d")) or k.startswith("classifier.") for k in saved)
     # the shared pair is made from the seed: a fresh model with the same seed rebuilds it exactly
     again = variants.apply(make_bert(), "vera", rank=4, target_modules="all-linear")
@@ -253,7 +320,7 @@ def test_target_modules_leaf_names_regex_and_all_linear():
     assert not any(n.startswith("classifier") for n in everything)
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", EXACT_BASE)
 def test_gpt2_conv1d_layers(name, token_ids):
     model = make_gpt2()
     expected = logits(model, token_ids)
@@ -270,7 +337,7 @@ def test_gpt2_conv1d_layers(name, token_ids):
     torch.testing.assert_close(logits(model, token_ids), unmerged, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", EXACT_BASE)
 @pytest.mark.parametrize("causal_lm", [False, True])
 def test_tiny_llama(name, causal_lm, token_ids):
     model = make_llama(causal_lm=causal_lm)
@@ -285,7 +352,7 @@ def test_tiny_llama(name, causal_lm, token_ids):
     torch.testing.assert_close(logits(model, token_ids), unmerged, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lora", "dora", "vera"])
+@pytest.mark.parametrize("name", EXACT_BASE)
 def test_half_precision_base_model(name, token_ids):
     model = make_bert().to(torch.bfloat16)
     expected = logits(model, token_ids)
@@ -301,7 +368,7 @@ def test_half_precision_base_model(name, token_ids):
 def test_save_and_load_round_trip(name, tmp_path, token_ids):
     model = variants.apply(make_bert(), name, rank=4, alpha=8, target_modules=QV)
     perturb(model)
-    if name == "full":
+    if variants.lookup(name).saves_all_trainable:
         with torch.no_grad():
             model.bert.encoder.layer[0].attention.self.query.weight.mul_(1.5)
     expected = logits(model, token_ids)
@@ -316,20 +383,21 @@ def test_save_and_load_round_trip(name, tmp_path, token_ids):
 def test_saved_file_holds_only_adapter_and_head(name, tmp_path):
     model = adapted(name, targets=QV)
     variants.save(model, tmp_path)
-    saved = variants.model.read_saved(tmp_path)[1]
+    saved = variants.saving.read_saved(tmp_path)[1]
     layer_names = set(variants.adapter_layers(model))
     for key in saved:
         assert key.rpartition(".")[0] in layer_names or key.startswith("classifier."), key
     assert sum(t.numel() for t in saved.values()) == variants.trainable_parameters(model)
-    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    model_bytes = sum(p.numel() * p.element_size() for p in make_bert().parameters())
     assert (tmp_path / "adapter.safetensors").stat().st_size < model_bytes / 10
     assert json.loads((tmp_path / "adapter.json").read_text())["variant"] == name
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", EXACT_BASE)
 def test_switching_adapters_on_one_base_model(name, tmp_path, token_ids):
     first = adapted(name, seed=1, targets=QV)
-    second = adapted("dora" if name != "dora" else "vera", seed=2, targets="all-linear")
+    other = EXACT_BASE[(EXACT_BASE.index(name) + 1) % len(EXACT_BASE)]
+    second = adapted(other, seed=2, targets="all-linear")
     variants.save(first, tmp_path / "a")
     variants.save(second, tmp_path / "b")
     expected_a, expected_b = logits(first, token_ids), logits(second, token_ids)
@@ -350,7 +418,7 @@ def test_load_after_remove(tmp_path, token_ids):
 
 # -- combining saved adapters ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", LOW_RANK)
+@pytest.mark.parametrize("name", COMBINABLE)
 def test_combine_one_adapter_with_weight_one_gives_it_back(name, tmp_path, token_ids):
     model = adapted(name, targets=QV)
     expected = logits(model, token_ids)
@@ -359,7 +427,7 @@ def test_combine_one_adapter_with_weight_one_gives_it_back(name, tmp_path, token
     torch.testing.assert_close(logits(combined, token_ids), expected, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["lora", "rslora"])
+@pytest.mark.parametrize("name", COMBINABLE)
 def test_combine_two_adapters_gives_the_weighted_sum_of_updates(name, tmp_path):
     first = adapted(name, seed=1, rank=4, alpha=8, targets=QV)
     second = adapted(name, seed=2, rank=2, alpha=3, targets=QV, trainable_alpha=True)
@@ -370,8 +438,9 @@ def test_combine_two_adapters_gives_the_weighted_sum_of_updates(name, tmp_path):
     layers = variants.adapter_layers(combined)
     deltas_a, deltas_b = variants.adapter_layers(first), variants.adapter_layers(second)
     for layer_name, layer in layers.items():
-        expected = 0.5 * deltas_a[layer_name].delta_weight() + 0.5 * deltas_b[layer_name].delta_weight()
-        torch.testing.assert_close(layer.delta_weight(), expected, rtol=0, atol=1e-6)
+        low_rank = variants.LowRankAdapter.delta_weight  # DoRA: its low-rank part (the magnitudes add too)
+        expected = 0.5 * low_rank(deltas_a[layer_name]) + 0.5 * low_rank(deltas_b[layer_name])
+        torch.testing.assert_close(low_rank(layer), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(combined.classifier.weight, 0.5 * first.classifier.weight + 0.5 * second.classifier.weight)
 
 
@@ -412,8 +481,8 @@ def test_bad_settings_are_refused_before_the_model_changes(settings, message, to
 
 
 def test_baseline_with_an_unknown_option_is_refused():
-    with pytest.raises(ValueError, match="unknown option.* rank_bias for variant 'head'; valid options: none"):
-        variants.apply(make_bert(), "head", rank_bias=1)
+    with pytest.raises(ValueError, match=f"unknown option.* rank_bias for variant '{BASELINES[0]}'; valid options: none"):
+        variants.apply(make_bert(), BASELINES[0], rank_bias=1)
 
 
 def test_target_pattern_matching_nothing_lists_adaptable_layers():

@@ -4,13 +4,15 @@ An adapter wraps one frozen linear layer (``nn.Linear`` or GPT-2's transposed ``
 small trainable update to its output. A variant is a subclass of :class:`Adapter` in its own file in
 this package, with a registry ``name``; it is found automatically (see ``variants/__init__.py``).
 
-A subclass provides:
-  * ``create_parameters(shared, **options)`` - make its trainable tensors (called from ``__init__``);
+A subclass must provide:
+  * ``create_parameters(alpha=, shared=, **options)`` - make its trainable tensors (called from ``__init__``);
   * ``update(x)`` - the adapter's contribution to the output, for an input that already went through
     dropout (the default ``forward`` is ``base(x) + update(dropout(x))``);
-  * ``delta_weight()`` - the same update as a dense ``(out_features, in_features)`` matrix;
-and optionally overrides ``forward``/``merge``/``unmerge`` (DoRA does), ``prepare`` (model-level
-set-up done once before any layer is wrapped, e.g. VeRA's shared matrices) and ``combine``.
+  * ``delta_weight()`` - the same update as a dense ``(out_features, in_features)`` matrix.
+Everything else is declared on :class:`Adapter` with a default that is right for a plain variant:
+the class attributes below (capabilities the core and the tests read) and the hooks ``check_options``,
+``prepare``, ``scaling``, ``forward``, ``merge``/``unmerge``, ``adapter_state``/``load_adapter_state``,
+``remove``, ``combine``, ``trainable_per_layer``, ``peft_settings`` and ``peft_state``.
 
 Baselines that adapt no layer (full fine-tuning, head only) subclass :class:`Baseline` instead.
 """
@@ -52,10 +54,21 @@ class Adapter(nn.Module):
     name: ClassVar[str] = ""
     #: extra keyword options this variant accepts, with their defaults
     options: ClassVar[dict[str, Any]] = {}
+    #: False for adapters; True only for :class:`Baseline` (no layer adapted, rank/alpha/targets unused)
+    is_baseline: ClassVar[bool] = False
+    #: whether ``variants.save`` writes every trainable weight (only full fine-tuning does)
+    saves_all_trainable: ClassVar[bool] = False
+    #: whether the frozen base computes exactly what the original layer did (QLoRA's 4-bit base does not)
+    exact_base: ClassVar[bool] = True
     #: whether a rank above min(in, out) is worth a warning (it cannot raise the update's rank)
     rank_bounded_by_layer: ClassVar[bool] = True
-    #: whether ``combine`` can add several saved adapters of this variant exactly
-    combinable: ClassVar[bool] = True
+    #: whether ``combine`` adds several saved adapters of this variant exactly (then it implements it)
+    combinable: ClassVar[bool] = False
+    #: the attribute name of the model-level module ``prepare`` adds to the model (None: it adds none);
+    #: ``variants.remove`` deletes it
+    shared_module: ClassVar[str | None] = None
+    #: PEFT's tensor name ending (e.g. ``.lora_A.weight``) -> our attribute, for ``export_peft``/``import_peft``
+    peft_tensors: ClassVar[dict[str, str]] = {}
 
     def __init__(self, base_layer: nn.Module, *, rank: int, alpha: float, dropout: float = 0.0,
                  shared: Any = None, **options: Any):
@@ -70,25 +83,90 @@ class Adapter(nn.Module):
 
     # -- what a variant implements -------------------------------------------------------------
     def create_parameters(self, *, alpha: float, shared: Any, **options: Any) -> None:
+        """Make this layer's trainable tensors (and buffers); ``shared`` is what ``prepare`` returned."""
         raise NotImplementedError
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
+        """The adapter's contribution to the output for ``x`` (already through dropout)."""
         raise NotImplementedError
 
     def delta_weight(self) -> torch.Tensor:
         """The update as a dense (out_features, in_features) matrix."""
         raise NotImplementedError
 
+    # -- hooks with a default ------------------------------------------------------------------
     @classmethod
-    def prepare(cls, model: nn.Module, targets: dict[str, nn.Module], rank: int, options: dict) -> Any:
-        """Model-level set-up, once, before the target layers are wrapped; returns ``shared``."""
-        return None
+    def check_options(cls, options: dict) -> None:
+        """Refuse bad option values (all options filled in) before any layer is touched; default: accept."""
+
+    @classmethod
+    def prepare(cls, model: nn.Module, targets: dict[str, nn.Module], *, rank: int, options: dict,
+                head_modules: tuple[str, ...]) -> tuple[Any, dict[str, nn.Module]]:
+        """Model-level set-up, once, before the targets are wrapped: returns ``(shared, targets)``, the
+        object every layer gets as ``shared`` and the layers to wrap (a new dict if they were replaced)."""
+        return None, targets
 
     @classmethod
     def scaling(cls, alpha: float, rank: int) -> float:
+        """The factor the update is multiplied by (LoRA: alpha / rank)."""
         return alpha / rank
 
+    @classmethod
+    def trainable_per_layer(cls, in_features: int, out_features: int, rank: int, options: dict) -> int:
+        """How many trainable numbers one adapted (in -> out) layer adds (tests check it)."""
+        raise NotImplementedError(f"{cls.name}: trainable_per_layer is not declared")
+
+    @classmethod
+    def combine(cls, states: list[dict[str, torch.Tensor]], configs: list[dict], weights: list[float]
+                ) -> tuple[dict[str, torch.Tensor], dict]:
+        """One layer's weighted sum of saved adapters as one adapter: ``(state, config changes)``."""
+        from .registry import available, lookup  # the registry imports this module
+        combinable = [n for n in available() if getattr(lookup(n), "combinable", False)]
+        raise ValueError(f"variant {cls.name!r} cannot be combined exactly (it declares no combine); "
+                         f"combinable variants: {', '.join(combinable)}")
+
+    @classmethod
+    def peft_settings(cls, *, rank: int, alpha: float, dropout: float, options: dict) -> dict | None:
+        """PEFT's config (a dict with ``peft_type``) that starts and trains as this variant does with
+        these settings (None: PEFT has no equivalent)."""
+        return None
+
+    @classmethod
+    def peft_export_settings(cls, *, rank: int, alpha: float, dropout: float, options: dict) -> dict | None:
+        """PEFT's config under which ``export_peft``'s tensors give this (trained) adapter's outputs."""
+        return cls.peft_settings(rank=rank, alpha=alpha, dropout=dropout, options=options)
+
+    @classmethod
+    def from_peft_settings(cls, peft_config: dict) -> tuple[dict, dict] | None:
+        """``(apply settings, options)`` if a PEFT adapter config is this variant, else None."""
+        return None
+
+    @classmethod
+    def peft_base_quantization(cls, options: dict) -> dict | None:
+        """How PEFT's counterpart stores the frozen base (transformers ``BitsAndBytesConfig`` keywords);
+        None: a plain full-precision base."""
+        return None
+
+    def peft_state(self) -> dict[str, torch.Tensor]:
+        """This layer's tensors under PEFT's name endings, giving PEFT's model the same output."""
+        return {ending: getattr(self, attr) for ending, attr in self.peft_tensors.items()}
+
+    @classmethod
+    def peft_shared_state(cls, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Model-level tensors PEFT saves once (full key -> tensor); default none."""
+        return {}
+
+    @classmethod
+    def check_peft_shared_state(cls, model: nn.Module, tensors: dict[str, torch.Tensor], source) -> None:
+        """Check (on import) that PEFT's model-level tensors equal ours; default: there must be none."""
+        if tensors:
+            raise ValueError(f"{source}: unexpected tensors {sorted(tensors)[:5]} for a {cls.name} adapter")
+
     # -- shared behaviour ----------------------------------------------------------------------
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The variant's equation written plainly (no dropout, unmerged): tests compare ``forward`` with it."""
+        return self.base_layer(x) + self.update(x).to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
         if self.merged:
@@ -123,6 +201,12 @@ class Adapter(nn.Module):
                       if n not in self._non_persistent_buffers_set})
         return state
 
+    @torch.no_grad()
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy saved tensors (names as ``adapter_state`` gives them, shapes already checked) in."""
+        for name, tensor in state.items():
+            getattr(self, name).copy_(tensor)
+
     def remove(self) -> nn.Module:
         """Undo the adaptation and give back the base layer."""
         self.unmerge()
@@ -136,12 +220,18 @@ class LowRankAdapter(Adapter):
     """h = W x + s * B A x with A (rank x in) and B (out x rank): LoRA and its relatives.
 
     Options: ``init`` = ``kaiming`` (A Kaiming-uniform, B = 0), ``gaussian`` (A ~ N(0, 1/r), B = 0),
-    or ``random`` (both random, the frozen weight offset by -s*B0*A0 so the start still equals the
-    base model); ``trainable_alpha`` makes alpha a learned scalar.
+    ``random`` (both random) or ``pissa`` (PiSSA, Meng et al., 2024: s B A = the top-r singular part of W,
+    as PEFT's ``init_lora_weights="pissa"``); with ``random`` and ``pissa`` the frozen weight is offset by
+    -s*B0*A0 (for PiSSA: it keeps the residual), so the start still equals the base model.
+    ``trainable_alpha`` makes alpha a learned scalar.
     """
 
     options = {"init": "kaiming", "trainable_alpha": False}
-    inits = ("kaiming", "gaussian", "random")
+    inits = ("kaiming", "gaussian", "random", "pissa")
+    #: inits whose starting factors are kept as buffers and offset the frozen weight
+    offset_inits = ("random", "pissa")
+    combinable = True
+    peft_tensors = {".lora_A.weight": "lora_A", ".lora_B.weight": "lora_B"}
 
     @classmethod
     def check_init(cls, init: str) -> None:
@@ -150,8 +240,11 @@ class LowRankAdapter(Adapter):
 
     @classmethod
     def check_options(cls, options: dict) -> None:
-        """Called by ``variants.apply`` before any layer is touched."""
         cls.check_init(options["init"])
+
+    @classmethod
+    def trainable_per_layer(cls, in_features, out_features, rank, options):
+        return rank * (in_features + out_features) + (1 if options.get("trainable_alpha") else 0)
 
     def create_parameters(self, *, alpha: float, shared: Any, init: str, trainable_alpha: bool) -> None:
         self.check_init(init)  # also when a layer is built directly, without variants.apply
@@ -163,6 +256,7 @@ class LowRankAdapter(Adapter):
             nn.init.normal_(self.lora_A, std=1.0 / self.rank)
         else:
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.config_alpha = float(alpha)
         if trainable_alpha:
             self.alpha = nn.Parameter(torch.tensor(float(alpha), **factory))
         else:
@@ -171,6 +265,9 @@ class LowRankAdapter(Adapter):
         self.init_scale = self.scaling(float(alpha), self.rank)
         if init == "random":
             nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))
+        elif init == "pissa":
+            self.pissa_factors(weight)
+        if init in self.offset_inits:
             # Keep a copy of the starting factors: the base weight is offset by their product and a
             # saved adapter must be able to apply the same offset to a fresh base model.
             self.register_buffer("lora_A_init", self.lora_A.detach().clone())
@@ -178,9 +275,23 @@ class LowRankAdapter(Adapter):
             self.apply_init_offset(sign=-1)
 
     @torch.no_grad()
+    def pissa_factors(self, weight: torch.Tensor) -> None:
+        """W = U S V^T: B = U_r sqrt(S_r / s), A = sqrt(S_r / s) V_r^T, so s B A is W's top-r part."""
+        u, singular, vh = torch.linalg.svd(weight.float(), full_matrices=False)
+        root = torch.sqrt(singular[: self.rank] / self.init_scale)
+        self.lora_A.copy_(root.unsqueeze(1) * vh[: self.rank])
+        self.lora_B.copy_(u[:, : self.rank] * root)
+
+    @torch.no_grad()
     def apply_init_offset(self, sign: int) -> None:
         if hasattr(self, "lora_A_init"):
             self._add_to_base_weight(sign * self.init_scale * (self.lora_B_init @ self.lora_A_init))
+
+    @torch.no_grad()
+    def load_adapter_state(self, state):
+        self.apply_init_offset(sign=+1)  # take out the offset of this layer's own starting factors...
+        super().load_adapter_state(state)
+        self.apply_init_offset(sign=-1)  # ...and put in the offset of the saved ones
 
     def scale_value(self) -> torch.Tensor | float:
         return self.scaling(self.alpha, self.rank)
@@ -217,29 +328,131 @@ class LowRankAdapter(Adapter):
         return self.base_layer
 
     @classmethod
-    def combine(cls, states: list[dict[str, torch.Tensor]], configs: list[dict], weights: list[float]
-                ) -> tuple[dict[str, torch.Tensor], int, float]:
+    def combine(cls, states, configs, weights):
         """Stack several adapters of one layer into one of rank sum(r_i) whose update is exactly
-        sum_i w_i * delta_i. Returns (state, rank, alpha)."""
+        sum_i w_i * delta_i."""
         rank = sum(c["rank"] for c in configs)
         alpha = float(configs[0]["alpha"])
         new_scale = cls.scaling(alpha, rank)
         a_parts, b_parts = [], []
         for state, config, w in zip(states, configs, weights):
             if "lora_A_init" in state:
-                raise ValueError(f"{cls.name}: combine does not support adapters made with init='random'")
+                raise ValueError(f"{cls.name}: combine does not support adapters made with init="
+                                 f"{config.get('options', {}).get('init')!r} (their base weight is offset)")
             old_alpha = float(state["alpha"]) if "alpha" in state else float(config["alpha"])
             old_scale = cls.scaling(old_alpha, config["rank"])
             a_parts.append(state["lora_A"])
             b_parts.append(state["lora_B"] * (w * old_scale / new_scale))
-        return {"lora_A": torch.cat(a_parts, 0), "lora_B": torch.cat(b_parts, 1)}, rank, alpha
+        changes = {"rank": rank, "alpha": alpha, "options": {"trainable_alpha": False, "init": "kaiming"}}
+        return {"lora_A": torch.cat(a_parts, 0), "lora_B": torch.cat(b_parts, 1)}, changes
+
+    # -- PEFT's LoRA ---------------------------------------------------------------------------
+    #: PEFT LoraConfig flags this class sets (rsLoRA: use_rslora, DoRA: use_dora)
+    peft_flags: ClassVar[dict[str, bool]] = {"use_rslora": False, "use_dora": False}
+
+    #: our init -> PEFT's ``init_lora_weights`` (PEFT has no init="random")
+    peft_inits: ClassVar[dict[str, Any]] = {"kaiming": True, "gaussian": "gaussian", "pissa": "pissa"}
+
+    @classmethod
+    def peft_settings(cls, *, rank, alpha, dropout, options):
+        options = {**cls.options, **options}
+        if options["trainable_alpha"] or options["init"] not in cls.peft_inits:
+            return None
+        return {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "lora_dropout": dropout, "bias": "none",
+                "init_lora_weights": cls.peft_inits[options["init"]], **cls.peft_flags}
+
+    @classmethod
+    def peft_export_settings(cls, *, rank, alpha, dropout, options):
+        # init="random"/"pissa" offset our frozen weight, which PEFT's base model does not have: the
+        # export writes an exactly equivalent rank-2r adapter instead (see ``peft_state``); a trained
+        # alpha is folded into B
+        offset = {**cls.options, **options}["init"] in cls.offset_inits
+        return cls.peft_settings(rank=rank * (2 if offset else 1), alpha=alpha, dropout=dropout,
+                                 options={**options, "init": "kaiming", "trainable_alpha": False})
+
+    @classmethod
+    def from_peft_settings(cls, peft_config):
+        if peft_config.get("peft_type") != "LORA" or any(
+                bool(peft_config.get(flag)) != value for flag, value in cls.peft_flags.items()):
+            return None
+        unsupported = {key: peft_config.get(key) for key in ("rank_pattern", "alpha_pattern", "lora_bias")
+                       if peft_config.get(key)}
+        if peft_config.get("bias", "none") != "none":
+            unsupported["bias"] = peft_config["bias"]
+        if peft_config.get("init_lora_weights", True) not in (True, False, "gaussian"):
+            # e.g. "pissa": its trained factors only fit a residual base (PEFT converts such a folder
+            # with save_pretrained(path_initial_model_for_weight_conversion=...))
+            unsupported["init_lora_weights"] = peft_config["init_lora_weights"]
+        if unsupported:
+            raise ValueError(f"PEFT LoRA settings {unsupported} have no equivalent here")
+        settings = {"rank": peft_config["r"], "alpha": peft_config["lora_alpha"],
+                    "dropout": peft_config.get("lora_dropout", 0.0)}
+        return settings, {}
+
+    def peft_rank_and_scale(self) -> tuple[int, float]:
+        """The rank and the one scaling PEFT's exported config has for every layer."""
+        rank = self.rank * (2 if hasattr(self, "lora_A_init") else 1)
+        return rank, self.scaling(self.config_alpha, rank)
+
+    @torch.no_grad()
+    def peft_state(self):
+        """(A, B) with PEFT's ``scaling * B @ A`` this layer's whole change of the original base weight."""
+        a, b, scale = self.lora_A, self.lora_B, float(self.scale_value())
+        if hasattr(self, "lora_A_init"):
+            # our base weight also carries -s0 * B0 A0: a rank-2r pair [B, -B0] [A; A0] expresses both parts
+            a = torch.cat([a, self.lora_A_init], 0)
+            b = torch.cat([b * scale, -self.init_scale * self.lora_B_init], 1)
+            scale = 1.0
+        peft_scale = self.peft_rank_and_scale()[1]
+        # PEFT has one scaling for all layers: a trained alpha (or the rank-2r form) goes into B
+        return {**super().peft_state(), ".lora_A.weight": a,
+                ".lora_B.weight": b if scale == peft_scale else b * (scale / peft_scale)}
 
 
 class Baseline:
-    """A comparison point that adapts no layer: it only decides what is trainable."""
+    """A comparison point that adapts no layer: it only decides what is trainable.
+
+    It accepts (and ignores) rank, alpha, target_modules and dropout, so callers pass them as they are
+    (None included)."""
 
     name: ClassVar[str] = ""
+    options: ClassVar[dict[str, Any]] = {}
+    is_baseline: ClassVar[bool] = True
+    #: whether ``variants.save`` writes every trainable weight, not only the head
+    saves_all_trainable: ClassVar[bool] = False
+    combinable: ClassVar[bool] = False
+    shared_module: ClassVar[str | None] = None
 
     @staticmethod
     def set_trainable(model: nn.Module, head_prefixes: list[str]) -> None:
+        """Switch ``requires_grad`` on for what this baseline trains (the head is at ``head_prefixes``)."""
         raise NotImplementedError
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Baselines take no options."""
+
+    @classmethod
+    def combine(cls, states, configs, weights):
+        """A baseline holds no adapter to combine."""
+        raise ValueError(f"variant {cls.name!r} is a baseline: it has no adapter to combine")
+
+    @classmethod
+    def peft_settings(cls, *, rank, alpha, dropout, options) -> dict | None:
+        """PEFT has no adapter for a baseline."""
+        return None
+
+    @classmethod
+    def peft_export_settings(cls, *, rank, alpha, dropout, options) -> dict | None:
+        """Nothing to export."""
+        return None
+
+    @classmethod
+    def from_peft_settings(cls, peft_config: dict):
+        """No PEFT adapter config is a baseline."""
+        return None
+
+    @classmethod
+    def peft_base_quantization(cls, options: dict) -> dict | None:
+        """A baseline trains a plain base."""
+        return None

@@ -4,6 +4,7 @@ from .base import Baseline
 
 class FullFineTuning(Baseline):
     name = "full"
+    saves_all_trainable = True  # every weight is trained, so every weight is saved
 
     @staticmethod
     def set_trainable(model, head_prefixes):

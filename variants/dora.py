@@ -14,6 +14,12 @@ from .base import LowRankAdapter, dense_weight
 
 class DoRA(LowRankAdapter):
     name = "dora"
+    peft_flags = {"use_rslora": False, "use_dora": True}
+    peft_tensors = {**LowRankAdapter.peft_tensors, ".lora_magnitude_vector": "magnitude"}
+
+    @classmethod
+    def trainable_per_layer(cls, in_features, out_features, rank, options):
+        return super().trainable_per_layer(in_features, out_features, rank, options) + out_features
 
     def create_parameters(self, **kwargs):
         super().create_parameters(**kwargs)
@@ -42,6 +48,14 @@ class DoRA(LowRankAdapter):
         lora_sq = ((b @ (a @ a.T)) * b).sum(1)     # ||(B A)_i||^2 via B (A A^T)
         norm_sq = self._base_norm_sq + 2 * scale * cross + scale * scale * lora_sq
         return norm_sq.clamp_min(0).sqrt()
+
+    def reference_forward(self, x):
+        """The paper's equation with the dense matrices: m * (W + s B A) x / ||W + s B A|| + bias."""
+        weight = dense_weight(self.base_layer).float()
+        combined = weight + (self.lora_B @ self.lora_A) * self.scale_value()
+        scaled = (self.magnitude / self.norm_of(combined).detach()).unsqueeze(1) * combined
+        bias = getattr(self.base_layer, "bias", None)
+        return F.linear(x.float(), scaled, None if bias is None else bias.float()).to(x.dtype)
 
     def forward(self, x):
         if self.merged:
@@ -88,6 +102,6 @@ class DoRA(LowRankAdapter):
 
     @classmethod
     def combine(cls, states, configs, weights):
-        state, rank, alpha = super().combine(states, configs, weights)
+        state, changes = super().combine(states, configs, weights)
         state["magnitude"] = sum(w * s["magnitude"] for s, w in zip(states, weights))
-        return state, rank, alpha
+        return state, changes

@@ -15,13 +15,14 @@ from torch import nn
 
 from .base import LowRankAdapter
 from .nf4 import NF4Linear
-from .targets import HEAD_NAMES, adaptable_layers, set_module
+from .targets import adaptable_layers, set_module
 
 QUANTIZE_CHOICES = ("all-linear", "targets")
 
 
 class QLoRA(LowRankAdapter):
     name = "qlora"
+    exact_base = False  # the frozen weights are stored in 4 bits
     options = {**LowRankAdapter.options, "block_size": 64, "double_quant": True, "quantize": "all-linear"}
 
     @classmethod
@@ -35,17 +36,17 @@ class QLoRA(LowRankAdapter):
         if options["quantize"] not in QUANTIZE_CHOICES:
             raise ValueError(f"qlora: unknown quantize {options['quantize']!r}; choose one of "
                              f"{', '.join(QUANTIZE_CHOICES)}")
-        if options["init"] == "random":
-            raise ValueError("qlora: init='random' would offset the frozen 4-bit weight, which cannot be "
-                             "done exactly; choose one of kaiming, gaussian")
+        if options["init"] in cls.offset_inits:
+            raise ValueError(f"qlora: init={options['init']!r} would offset the frozen 4-bit weight, which "
+                             "cannot be done exactly; choose one of kaiming, gaussian")
 
     @classmethod
-    def prepare(cls, model, targets, rank, options):
-        """Quantize the base layers, and point ``targets`` at their NF4 versions."""
+    def prepare(cls, model, targets, *, rank, options, head_modules):
+        """Quantize the base layers; returns the targets pointing at their NF4 versions."""
         block_size, double_quant = options["block_size"], options["double_quant"]
-        heads = options.get("head_modules", HEAD_NAMES)  # passed only if the core passes it
-        layers = adaptable_layers(model, heads) if options["quantize"] == "all-linear" else {}
+        layers = adaptable_layers(model, head_modules) if options["quantize"] == "all-linear" else {}
         layers.update(targets)
+        targets = dict(targets)
         for layer_name, layer in layers.items():
             if isinstance(layer, NF4Linear):  # quantized before, e.g. by an earlier QLoRA adapter
                 if (layer.block_size, layer.double_quant) != (block_size, double_quant):
@@ -57,7 +58,20 @@ class QLoRA(LowRankAdapter):
             set_module(model, layer_name, quantized)
             if layer_name in targets:
                 targets[layer_name] = quantized
-        return None
+        return None, targets
+
+    # -- PEFT's counterpart: LoRA (the same settings) on a base loaded by transformers with bitsandbytes
+    @classmethod
+    def peft_base_quantization(cls, options):
+        """``transformers.BitsAndBytesConfig`` keywords of the matching NF4 base (the codes of the scales
+        differ from ours under double quantization: bitsandbytes uses its 8-bit dynamic map)."""
+        options = {**cls.options, **options}
+        return {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                "bnb_4bit_use_double_quant": options["double_quant"], "bnb_4bit_compute_dtype": "float32"}
+
+    @classmethod
+    def from_peft_settings(cls, peft_config):
+        return None  # a PEFT LoRA folder is read as plain LoRA: it does not say its base was 4-bit
 
     def create_parameters(self, *, block_size, double_quant, quantize, **lora_options):
         super().create_parameters(**lora_options)  # the NF4 options were used up by prepare

@@ -6,6 +6,7 @@ from .base import LowRankAdapter
 
 class RSLoRA(LowRankAdapter):
     name = "rslora"
+    peft_flags = {"use_rslora": True, "use_dora": False}
 
     @classmethod
     def scaling(cls, alpha, rank):

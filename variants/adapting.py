@@ -1,0 +1,116 @@
+"""Putting adapters on a model and taking them off: apply, merge, unmerge, remove, count."""
+from __future__ import annotations
+
+import math
+import warnings
+
+from torch import nn
+
+from .base import Adapter, layer_shape
+from .registry import lookup
+from .targets import HEAD_NAMES, head_prefixes, match_targets, set_module
+
+
+def check_settings(name: str, rank, alpha, dropout, options: dict) -> tuple[type, float | None]:
+    """Validate everything that needs no model; returns the variant class and the resolved alpha.
+    A baseline ignores rank, alpha and dropout (None is fine)."""
+    cls = lookup(name)
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        valid = ", ".join(f"{k} (default {v!r})" for k, v in cls.options.items()) or "none"
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for variant {name!r}; valid options: {valid}")
+    if cls.is_baseline:
+        return cls, alpha
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+    alpha = float(rank if alpha is None else alpha)
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
+    if not 0 <= float(dropout or 0.0) < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    cls.check_options({**cls.options, **options})
+    return cls, alpha
+
+
+def apply(model: nn.Module, name: str, *, rank: int | None = 8, alpha: float | None = None,
+          target_modules="all-linear", dropout: float | None = 0.0, head_modules=HEAD_NAMES, **options) -> nn.Module:
+    """Adapt ``model`` in place with variant ``name`` and return it.
+
+    Adapters go on the layers that ``target_modules`` names (leaf names, a regex, or "all-linear");
+    every other weight is frozen except the task head (``classifier``/``score``). ``alpha`` defaults to
+    ``rank``. ``options`` are the variant's own (``variants.lookup(name).options`` lists them). A
+    baseline ignores rank, alpha, target_modules and dropout (None is fine).
+    """
+    cls, alpha = check_settings(name, rank, alpha, dropout, options)
+    if getattr(model, "variant_config", None) is not None:
+        raise ValueError(f"model is already adapted with {model.variant_config['variant']!r}; "
+                         "call variants.remove(model) first, or variants.load() to switch adapters")
+    heads = head_prefixes(model, head_modules)
+    dropout = float(dropout or 0.0)
+    if target_modules is None:
+        target_modules = "all-linear"
+    config = {"variant": name, "rank": rank, "alpha": alpha, "dropout": dropout,
+              "target_modules": target_modules if isinstance(target_modules, str) else list(target_modules),
+              "head_modules": list(head_modules), "options": dict(options)}
+    if cls.is_baseline:
+        cls.set_trainable(model, heads)
+    else:
+        targets = match_targets(model, target_modules, head_modules)
+        if cls.rank_bounded_by_layer:
+            warn_if_rank_above_layers(targets, rank)
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        shared, targets = cls.prepare(model, targets, rank=rank, options={**cls.options, **options},
+                                      head_modules=tuple(head_modules))
+        for layer_name, layer in targets.items():
+            set_module(model, layer_name, cls(layer, rank=rank, alpha=alpha, dropout=dropout, shared=shared,
+                                              **options))
+        for head in heads:
+            model.get_submodule(head).requires_grad_(True)
+    model.variant_config = config
+    return model
+
+
+def warn_if_rank_above_layers(targets: dict[str, nn.Module], rank: int) -> None:
+    for layer_name, layer in targets.items():
+        smaller = min(layer_shape(layer))
+        if rank > smaller:
+            warnings.warn(f"rank {rank} is above the smaller dimension ({smaller}) of {layer_name}: "
+                          f"its update cannot have rank above {smaller}", stacklevel=3)
+            return
+
+
+def adapter_layers(model: nn.Module) -> dict[str, Adapter]:
+    """Every adapted layer of ``model``, by module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, Adapter)}
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight (inference then costs what the base model costs)."""
+    for layer in adapter_layers(model).values():
+        layer.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    """Take the updates out of the base weights again (after ``merge``)."""
+    for layer in adapter_layers(model).values():
+        layer.unmerge()
+    return model
+
+
+def remove(model: nn.Module) -> nn.Module:
+    """Take every adapter out again, giving back the base layers (unmerged)."""
+    for layer_name, layer in adapter_layers(model).items():
+        set_module(model, layer_name, layer.remove())
+    config = getattr(model, "variant_config", None)
+    shared = lookup(config["variant"]).shared_module if config else None
+    if shared and hasattr(model, shared):
+        delattr(model, shared)
+    model.variant_config = None
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """How many numbers training changes."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
