@@ -153,8 +153,8 @@ def check_task(task, source: str = "task config") -> None:
         _check_keys(task["hub"], HUB_KEYS, where, "hub.")
     local = task.get("local") or {}
     _check_keys(local, LOCAL_KEYS, where, "local.")
-    _check_labels(task, where)
     _check_splits(task, local, where)
+    _check_labels(task, where)
     _check_columns_named(task, local, where)
 
 
