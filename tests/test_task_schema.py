@@ -4,6 +4,7 @@ against files, rename against the task's columns, and the files' columns from th
 mistake fails naming the key or column, before torch is even imported, and writes no record."""
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -282,3 +283,22 @@ def test_a_good_task_in_another_config_dir_reaches_hydra(tmp_path):
     done = run_py("--config-dir", str(tmp_path), "task=mine", "--cfg", "job")
     assert done.returncode == 0, done.stderr
     assert "main_metric: accuracy" in done.stdout
+
+
+# -- README ------------------------------------------------------------------------------------------
+
+def readme_task_section() -> str:
+    text = (REPO / "README.md").read_text()
+    return text[text.index("- **A task**"):text.index("## What the runner guarantees")]
+
+
+def test_readme_lists_every_key_of_the_schema_once():
+    rows = re.findall(r"^  \| `([a-z_.]+)`", readme_task_section(), flags=re.M)
+    expected = [k for k in task_schema.KEYS if k != "local"] + [f"local.{k}" for k in task_schema.LOCAL_KEYS]
+    assert sorted(rows) == sorted(expected)  # hub's two keys are on the hub row
+
+
+def test_readme_example_task_is_valid():
+    section = readme_task_section()
+    example = section.split("```yaml", 1)[1].split("```", 1)[0]
+    check_task(yaml.safe_load(example), "README.md")
