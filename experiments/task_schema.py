@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -278,15 +279,14 @@ def read_columns(path: Path, spec: dict, jsonl_rows: int = 20) -> list[str]:
     if kind == "jsonl":
         names = {}
         with open(path, encoding="utf-8-sig") as handle:
-            for text in handle:
-                if text.strip():
-                    try:
-                        names.update(dict.fromkeys(json.loads(text)))
-                    except (ValueError, TypeError):
-                        break  # reading all rows names the bad line
-                    jsonl_rows -= 1
-                    if not jsonl_rows:
-                        break
+            for text in itertools.islice((line for line in handle if line.strip()), jsonl_rows):
+                try:
+                    record = json.loads(text)
+                except ValueError:
+                    break  # reading the whole file names the bad line
+                if not isinstance(record, dict):
+                    break
+                names.update(dict.fromkeys(record))
         return list(names)
     if not spec.get("header", True):
         return list(spec.get("columns") or [])
