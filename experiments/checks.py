@@ -4,6 +4,7 @@ from __future__ import annotations
 import variants
 
 from .models import check_pooling
+from .task_schema import check_task
 
 
 def is_baseline(variant_name: str) -> bool:
@@ -30,6 +31,7 @@ def check_config(cfg: dict) -> None:
     variant = cfg["variant"]
     variants.check_settings(variant["name"], cfg["rank"], cfg["alpha"], cfg["dropout"], dict(variant.get("options") or {}))
     check_pooling((cfg.get("model") or {}).get("pooling", "model"))
+    check_task(cfg["task"])
     train = cfg["train"]
     for key in ("lr", "batch_size"):
         if not (train.get(key) and train[key] > 0):

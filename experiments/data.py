@@ -16,24 +16,14 @@ import json
 import math
 import os
 import random
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import datasets
 from torch.utils.data import DataLoader, Sampler
 
-FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-TRAIN = "train"
+from .task_schema import (FORMATS, TRAIN, check_columns, check_task, file_format, local_files,  # noqa: F401
+                          missing_columns, plain, uses_local_files)
 SELECTION = "selection"  # the split held out of train by data.selection_fraction
-
-
-def plain(value):
-    """A task config as plain dicts and lists (Hydra hands over DictConfig / ListConfig)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [plain(v) for v in value]
-    return value
 
 
 # -- reading files -----------------------------------------------------------------------------------
@@ -87,10 +77,7 @@ def _read_parquet(path: Path) -> tuple[list[str], list[dict]]:
 
 def read_table(path: Path, spec: dict) -> tuple[list[str], list[dict]]:
     """Column names and rows (dicts) of one task file."""
-    kind = spec.get("format") or FORMATS.get(path.suffix.lower())
-    if kind not in FORMATS.values():
-        raise ValueError(f"{path}: unknown file format {kind or path.suffix!r}; valid formats: "
-                         f"{', '.join(sorted(set(FORMATS.values())))} (set local.format)")
+    kind = file_format(path, spec)
     header = spec.get("header", True)
     if kind == "tsv":
         return _read_delimited(path, "\t", header, spec.get("columns"), csv.QUOTE_NONE)
@@ -167,17 +154,12 @@ def _to_dataset(records: list[dict], names: list[str], task: dict, rename: dict,
     """Keep the task's columns of ``records`` (after ``rename``), convert the labels, check everything."""
     if not names:
         raise ValueError(f"{source} is empty: task {task['name']!r} needs at least one row in every split")
-    renamed = [rename.get(n, n) for n in names]
-    wanted = list(task["text_fields"]) + [task["label_field"]]
-    missing = [w for w in wanted if w not in renamed]
-    if missing:
-        back = {v: k for k, v in rename.items()}
-        expected = [back.get(w, w) for w in wanted]
-        raise ValueError(f"{source} lacks column(s) {', '.join(back.get(m, m) for m in missing)}: task "
-                         f"{task['name']!r} expects columns {expected}, found {names}")
+    problem = missing_columns(source, names, task, rename)
+    if problem:
+        raise ValueError(problem)
     if not records:
         raise ValueError(f"{source} is empty: task {task['name']!r} needs at least one row in every split")
-    raw = {new: old for old, new in zip(names, renamed)}
+    raw = {rename.get(old, old): old for old in names}
     columns = {f: ["" if r.get(raw[f]) is None else str(r.get(raw[f])) for r in records]
                for f in task["text_fields"]}
     columns["label"] = convert_labels([r.get(raw[task["label_field"]]) for r in records], task, source)
@@ -194,25 +176,9 @@ def _split_names(task: dict) -> dict[str, str]:
 
 def _local_dataset(task: dict, base: Path | None) -> datasets.DatasetDict:
     spec = task["local"]
-    files = spec.get("files") or {}
-    folder = Path(os.path.expanduser(str(spec["folder"]))) if spec.get("folder") else None
+    check_columns(task, base)  # every file's header first: a missing column fails before a large read
     result = {}
-    for key in _split_names(task):
-        if key not in files:
-            raise ValueError(f"task {task['name']!r}: local.files has no file for split {key!r} "
-                             f"(it names {sorted(files)})")
-        path = Path(os.path.expanduser(str(files[key])))
-        if not path.is_absolute():
-            if folder is not None:
-                path = folder / path
-            if not path.is_absolute():
-                if base is None:
-                    raise ValueError(f"task {task['name']!r}: file {path} is relative; pass data.glue_dir "
-                                     "(the folder it is relative to) or give an absolute path")
-                path = base / path
-        if not path.is_file():
-            hint = "; leave data.glue_dir unset to load it from the hub" if task.get("hub") else ""
-            raise FileNotFoundError(f"task {task['name']!r}: file {path} not found (split {key!r}){hint}")
+    for key, path in local_files(task, base).items():
         names, records = read_table(path, spec)
         result[key] = _to_dataset(records, names, task, dict(spec.get("rename") or {}), str(path))
     return datasets.DatasetDict(result)
@@ -248,33 +214,21 @@ def _subsample(dataset: datasets.Dataset, limit, seed: int) -> datasets.Dataset:
     return dataset.shuffle(seed=seed).select(range(int(limit))).flatten_indices()
 
 
-def _uses_local(task: dict, glue_dir) -> bool:
-    if task.get("generate") or glue_dir is not None:
-        return True
-    files = (task.get("local") or {}).get("files") or {}
-    folder = (task.get("local") or {}).get("folder")
-    return bool(files) and all(Path(os.path.expanduser(str(folder or ""))).joinpath(
-        os.path.expanduser(str(f))).is_absolute() for f in files.values())
-
-
 def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_eval_samples=None,
                 seed: int = 0, selection_fraction=None, selection_seed: int = 0) -> datasets.DatasetDict:
     """The task's train and evaluation splits (keys as in ``task.splits``: ``train``, ``validation``,
     and for MNLI ``validation_mismatched``), columns ``text_fields + ["label"]``.
 
     Read from ``glue_dir`` when given (or when the task's files are absolute paths), else from the hub.
-    ``max_*_samples`` keep a random subset (the same for the same ``seed``).
+    ``max_train_samples`` keeps a random subset (the same for the same ``seed``); ``max_eval_samples`` one
+    that is the same for every seed.
 
     ``selection_fraction`` (e.g. 0.1) holds that share of the training set out as a ``selection``
     split (see ``selection_split``), drawn first, from the whole training set, with ``selection_seed``
     only: it is the same whatever ``seed`` and ``max_train_samples`` are; ``max_train_samples`` then
     subsamples what is left for training. ``max_eval_samples`` does not touch the selection split."""
     task = plain(task)
-    missing = [k for k in ("name", "text_fields", "label_field", "num_labels") if k not in task]
-    if missing:
-        raise ValueError(f"task config {task.get('name', '?')!r} lacks {', '.join(missing)}")
-    if not 1 <= len(task["text_fields"]) <= 2:
-        raise ValueError(f"task {task['name']!r}: text_fields must name 1 or 2 columns, got {task['text_fields']}")
+    check_task(task)
     base = None
     if task.get("generate"):
         from .demo_task import generate
@@ -287,7 +241,7 @@ def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_e
         if not task.get("local"):
             raise ValueError(f"task {task['name']!r} has no local: section, so it cannot be read from "
                              f"data.glue_dir; leave data.glue_dir unset to load it from the hub")
-    if _uses_local(task, glue_dir):
+    if uses_local_files(task, glue_dir):
         splits = _local_dataset(task, base)
     elif task.get("hub"):
         splits = _hub_dataset(task)
@@ -298,8 +252,10 @@ def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_e
     if selection_fraction is not None:
         kept, chosen = selection_split(splits[TRAIN], selection_fraction, selection_seed, task)
         splits[TRAIN], held_out = splits[TRAIN].select(kept), splits[TRAIN].select(chosen)
+    # dev subsets are drawn with a fixed seed, not the training seed: every seed and variant is scored on
+    # the same examples, so runs can be paired example by example
     splits = datasets.DatasetDict({
-        key: _subsample(part, max_train_samples if key == TRAIN else max_eval_samples, seed)
+        key: _subsample(part, max_train_samples, seed) if key == TRAIN else _subsample(part, max_eval_samples, 0)
         for key, part in splits.items()})
     if held_out is not None:
         splits[SELECTION] = held_out

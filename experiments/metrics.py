@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import TRAIN, plain
+from .data import plain
+from .task_schema import split_suffix
 
 METRIC_DIR = Path(__file__).resolve().parent / "glue_metric"
 
@@ -51,19 +52,6 @@ def to_predictions(task: dict, predictions) -> np.ndarray:
         return values
     raise ValueError(f"task {task['name']!r} needs logits of shape (N, {task['num_labels']}) or class indices "
                      f"of shape (N,), got {values.dtype} {values.shape}")
-
-
-def split_suffix(task: dict, split: str | None) -> str:
-    """'' for a task with one evaluation split; else '_' + the split's name without 'validation_'
-    (MNLI: validation -> validation_matched -> '_matched')."""
-    splits = task.get("splits") or {}
-    evaluated = [k for k in splits if k != TRAIN]
-    if split is None or len(evaluated) <= 1:
-        return ""
-    if split not in splits:
-        raise ValueError(f"task {task['name']!r} has no split {split!r}; its splits: {', '.join(splits)}")
-    source = str(splits[split])
-    return "_" + (source[len("validation_"):] if source.startswith("validation_") else split)
 
 
 def compute(task, predictions, references, split: str | None = None) -> dict[str, float]:

@@ -193,6 +193,7 @@ def test_labels_outside_the_label_set(tmp_path):
 def test_ragged_tsv_row_is_named(tmp_path):
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tentailment\n")
+    (tmp_path / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")  # every file is found first
     with pytest.raises(ValueError, match="train.tsv line 2 has 3 fields, expected 4"):
         data.load_splits(task_config("rte"), str(tmp_path))
 
