@@ -101,7 +101,7 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     "not comparable" row that says which cells tie). Runs pair by seed; only seeds that both cells ran
     with predictions on ``split`` count (``n_seeds``), on the dev examples all of them share.
 
-    Columns: the cell's grouping values, ``task``, ``reference`` (the reference cell's label),
+    Columns: the cell's grouping values, ``task``, ``baseline`` (the cell's record field), ``reference`` (the reference cell's label),
     ``metric``, ``n_seeds``, ``n_examples``, ``mean`` and ``mean_reference`` (×100, over all the cells'
     ok runs), ``difference`` (mean over paired seeds of variant - reference, ×100), ``ci_low``,
     ``ci_high`` (the ``level`` interval), ``p_value`` (two-sided, for "no difference"), ``p_holm``
@@ -194,7 +194,8 @@ def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, se
     metric = stats.metric_of(str(cell["main_metric"].dropna().iloc[0]) if cell["main_metric"].notna().any()
                              else "accuracy")
     first = cell.iloc[0]
-    row = {**{key: first[key] for key in keys}, "task": task, "reference": "–", "metric": metric,
+    row = {**{key: first[key] for key in keys}, "task": task, "baseline": bool(first.get("baseline", False)),
+           "reference": "–", "metric": metric,
            "n_seeds": 0, "n_examples": 0, "mean": np.nan, "mean_reference": np.nan, "difference": np.nan,
            "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "verdict": None, "tost_equivalent": False,
            "note": ""}
@@ -373,8 +374,8 @@ def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-_COMPARE_COLUMNS = ("task", "reference", "metric", "n_seeds", "n_examples", "mean", "mean_reference",
-                    "difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict", "runs", "collapsed",
+_COMPARE_COLUMNS = ("task", "baseline", "reference", "metric", "n_seeds", "n_examples", "mean",
+                    "mean_reference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict", "runs", "collapsed",
                     "collapse_known", "collapse_rate", "collapse_low", "collapse_high",
                     "mean_without_collapsed", "tost_equivalent", "note")
 

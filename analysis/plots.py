@@ -73,11 +73,13 @@ def variant_color(variant: str, runs: pd.DataFrame | None = None) -> tuple:
 
 
 def config_label(row: pd.Series | dict, keys: list[str], baselines=()) -> str:
-    """A short legend label: ``lora r=8 α=16``; baselines show their name only."""
+    """A short legend label: ``lora r=8 α=16``; baselines (a variant in ``baselines``, or a row whose
+    own ``baseline`` field is true) show their name only."""
     parts = []
+    baseline = row.get("variant") in baselines or row.get("baseline") is True or row.get("baseline") is np.True_
     for key in keys:
         value = row[key]
-        if key in ("rank", "alpha", "target_modules") and row.get("variant") in baselines:
+        if key in ("rank", "alpha", "target_modules") and baseline:
             continue
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             value = int(value)

@@ -57,27 +57,21 @@ class PeftCounterpart:
 
 def peft_config_for(variant: str, *, rank: int, alpha: float, target_modules, dropout: float = 0.0,
                     options: dict | None = None) -> PeftCounterpart | None:
-    """PEFT's counterpart of our ``variant`` with the same settings, or None where PEFT has none.
+    """PEFT's counterpart of our ``variant`` with the same settings, or None where PEFT has none: the
+    mapping each variant declares (``variants.peft_config``), nothing of the benchmarks' own.
 
-    The one place the benchmarks map a variant to PEFT (once ``variants.peft_config`` exists, this
-    function calls it)."""
-    import peft
+    No prepare_model_for_kbit_training for a quantized base: it would switch on gradient checkpointing,
+    which trades time for memory and would make the step times incomparable."""
+    import variants
+
     options = options or {}
-    common = {"task_type": "SEQ_CLS", "r": rank, "target_modules": list(target_modules)}
-    if variant in ("lora", "rslora", "dora", "qlora"):
-        init = {"init_lora_weights": "pissa"} if options.get("init") == "pissa" else {}
-        config = peft.LoraConfig(**common, lora_alpha=alpha, lora_dropout=dropout, use_rslora=variant == "rslora",
-                                 use_dora=variant == "dora", **init)
-        # no prepare_model_for_kbit_training for qlora: it would switch on gradient checkpointing, which
-        # trades time for memory and would make the step times incomparable
-        return PeftCounterpart(config, base_in_4bit=variant == "qlora")
-    if variant == "vera":
-        return PeftCounterpart(peft.VeraConfig(**common, vera_dropout=dropout,
-                                               d_initial=options.get("d_initial", 0.1),
-                                               projection_prng_key=options.get("projection_seed", 0)))
-    if variant == "hira" and hasattr(peft, "HiraConfig"):
-        return PeftCounterpart(peft.HiraConfig(**common, hira_dropout=dropout))
-    return None
+    try:
+        config = variants.peft_config(variant, rank=rank, alpha=alpha, target_modules=list(target_modules),
+                                      dropout=dropout, task_type="SEQ_CLS", **options)
+    except ValueError:  # PEFT has no such variant
+        return None
+    quantized = variants.lookup(variant).peft_base_quantization(options)
+    return PeftCounterpart(config, base_in_4bit=bool(quantized and quantized.get("load_in_4bit")))
 
 
 def peft_counterpart(r: Recipe) -> PeftCounterpart | None:
