@@ -10,7 +10,7 @@ from pathlib import Path
 
 import variants
 
-from . import data, metrics, results
+from . import data, metrics, provenance, results
 from .checks import check_config, normalized
 from .models import load_model_and_tokenizer, resolve_name_or_path
 from .train import train_and_evaluate
@@ -86,6 +86,7 @@ def run(cfg: dict, log_metrics=None, show_progress=True) -> dict:
                    **dict(variant.get("options") or {}))
     record = base_record(cfg, run_hash)
     record["model_name_or_path"] = name_or_path
+    record["provenance"] = provenance.collect(cfg, name_or_path)  # not part of cfg: never in the hash
     try:
         trainable = variants.trainable_parameters(model)
         train_loader, eval_loaders = data.make_loaders(splits, tokenizer, task, train["batch_size"],
