@@ -98,7 +98,17 @@ def test_the_command_line_writes_the_report(folder, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------ in a browser
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+def find_chromium() -> str | None:
+    """Chromium's path when it is installed and starts (a half-installed one counts as absent)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        return path if path and subprocess.run([path, "--version"], capture_output=True, timeout=60).returncode == 0 \
+            else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+CHROMIUM = find_chromium()
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,2400",
          "--virtual-time-budget=20000", "--enable-logging=stderr", "--v=0"]
