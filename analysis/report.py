@@ -6,10 +6,11 @@
     analysis.write_report(analysis.load_results("results/glue_table"), "report.html")
 
 It holds the variant x task table (mean ± std over seeds, recomputed in the page for the runs the
-task / model / experiment filters keep; click a header to sort), the paired comparison when one is
-given (``comparison=``, a DataFrame as ``analysis.compare`` returns it), metric vs trainable parameters
-with the Pareto front, time and memory per variant, learning curves, the environment the runs were
-made in, and every run with its full config and provenance on demand. The plots are plotly figures;
+task / model / experiment filters keep, also set from the address: ``report.html#task=mrpc``; click a
+header to sort), the paired comparison when one is given (``comparison=``, a DataFrame as
+``analysis.compare`` returns it), metric vs trainable parameters with the Pareto front, time and memory
+per variant, learning curves, the environment the runs were made in, and every run with its full config
+and provenance on demand. The plots are plotly figures;
 plotly's JavaScript is inlined once, so the file is about 5 MB.
 """
 from __future__ import annotations
@@ -490,7 +491,21 @@ SCRIPT = r"""
     });
   }
 
-  filters.forEach(function (f) { f.addEventListener("change", apply); });
+  // report.html#task=mrpc&model=minilm opens with those filters set (and the address follows the filters)
+  location.hash.replace(/^#/, "").split("&").forEach(function (pair) {
+    var parts = pair.split("="), key = decodeURIComponent(parts[0]), value = decodeURIComponent(parts[1] || "");
+    filters.forEach(function (f) {
+      var known = Array.prototype.some.call(f.options, function (o) { return o.value === value; });
+      if (f.dataset.filter === key && known) f.value = value;
+    });
+  });
+  filters.forEach(function (f) {
+    f.addEventListener("change", function () {
+      history.replaceState(null, "", "#" + filters.filter(function (g) { return g.value; }).map(function (g) {
+        return g.dataset.filter + "=" + encodeURIComponent(g.value); }).join("&"));
+      apply();
+    });
+  });
   document.querySelectorAll("table.sortable").forEach(function (t) { if (t.id !== "summary") makeSortable(t); });
   apply();
   function showErrors() {

@@ -21,7 +21,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import OmegaConf
 
 log = logging.getLogger("run")
-DONE_FOLDER = ".runs-done"  # in a sweep's folder: one empty file per finished run
+DONE_FOLDER = ".runs-done"  # in a sweep's folder: files 1, 2, ... one per finished run
 
 
 def _parallel_jobs() -> int | None:
@@ -102,11 +102,20 @@ def _sweep_size(sweep_dir: Path) -> int | None:
 def _runs_done() -> str:
     """Mark this run of the sweep finished; '[done/total runs done] ' (total when it can be counted)."""
     sweep_dir = Path(HydraConfig.get().sweep.dir)
-    done = sweep_dir / DONE_FOLDER
+    try:  # multirun.yaml is written when the sweep starts: a sweep re-run into the same folder counts anew
+        started = (sweep_dir / "multirun.yaml").stat().st_mtime_ns
+    except OSError:
+        started = 0
+    done = sweep_dir / f"{DONE_FOLDER}-{started}"
     done.mkdir(parents=True, exist_ok=True)
-    (done / str(HydraConfig.get().job.num)).touch()
+    count = 1
+    while True:  # files 1, 2, 3, ... created exclusively: two runs finishing at once get different numbers
+        try:
+            (done / str(count)).touch(exist_ok=False)
+            break
+        except FileExistsError:
+            count += 1
     total = _sweep_size(sweep_dir)
-    count = len(list(done.iterdir()))
     return f"[{count}/{total} runs done] " if total else f"[{count} runs done] "
 
 

@@ -26,10 +26,16 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 
 
 def collect(cfg: dict, name_or_path: str) -> dict:
-    """Provenance of one run of ``cfg`` (a resolved config) on the model at ``name_or_path``."""
-    return {"python": platform.python_version(), **package_versions(), "platform": platform.platform(),
-            **device_info(cfg["train"].get("device")), **model_identity(name_or_path, cfg["model"]),
-            **data_identity(cfg["task"], cfg["data"].get("glue_dir"))}
+    """Provenance of one run of ``cfg`` (a resolved config) on the model at ``name_or_path``.
+    A file that cannot be read leaves its digest out (``provenance_error`` says why); the run goes on."""
+    found = {"python": platform.python_version(), **package_versions(), "platform": platform.platform(),
+             **device_info(cfg["train"].get("device"))}
+    try:
+        found.update(model_identity(name_or_path, cfg["model"]))
+        found.update(data_identity(cfg["task"], cfg["data"].get("glue_dir")))
+    except OSError as error:
+        found["provenance_error"] = f"{type(error).__name__}: {error}"
+    return found
 
 
 def package_versions() -> dict:
