@@ -43,6 +43,7 @@ def build_report(df: pd.DataFrame, comparison: pd.DataFrame | None = None, title
     ok = tables.ok_runs(df)
     keys = tables.default_grouping(df) if not ok.empty else ["variant"]
     tasks = tables.ordered_tasks(ok["task"].dropna()) if not ok.empty else []
+    rows = Rows(df, keys)
     sections = [
         f"<h1>{_escape(title)}</h1>",
         f"<p>{len(df)} runs ({len(ok)} ok, {len(df) - len(ok)} failed), {len(tasks)} tasks"
@@ -52,13 +53,13 @@ def build_report(df: pd.DataFrame, comparison: pd.DataFrame | None = None, title
         "<p>Mean ± std over seeds of the runs the filters keep (click a header to sort).</p>",
         '<table id="summary" class="sortable"><thead></thead><tbody></tbody></table>',
         _comparison_section(comparison),
-        *(_task_section(df, task, keys) for task in tasks),
-        _cost_section(ok, keys),
+        *(_task_section(df, task, rows) for task in tasks),
+        _cost_section(ok, rows),
         _environment_section(df),
-        _runs_section(df),
+        _runs_section(df, rows),
     ]
-    data = {"runs": _summary_runs(df, keys), "keys": [_key_header(k) for k in keys],
-            "rows": _row_labels(df, keys), "tasks": tasks,
+    data = {"runs": _summary_runs(df, rows), "keys": [_key_header(k) for k in keys],
+            "rows": rows.labels(), "tasks": tasks,
             "headers": {t: tables._task_header(t, ok[ok["task"] == t]["main_metric"]) for t in tasks}}
     return PAGE.format(title=_escape(title), plotly=_plotly_js(), style=STYLE, body="\n".join(sections),
                        data=json.dumps(data, default=_json_default).replace("</", "<\\/"), script=SCRIPT)
@@ -83,33 +84,52 @@ def _plotly_js() -> str:
 
 
 # ------------------------------------------------------------------------------------ summary table
-def _row_ids(df: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """Each run's row in the summary table: one row per configuration, in the tables' reading order."""
-    ids = pd.Series(-1, index=df.index)
-    ordered = tables._sorted(df, keys)
-    for number, (_, group) in enumerate(ordered.groupby(keys, dropna=False, sort=False)):
-        ids[group.index] = number
-    return ids
+class Rows:
+    """The configurations (rows of ``variant_task_table``) and which row each run belongs to, built on
+    the tables' public functions only, so the page shows their rows, labels and order."""
+
+    def __init__(self, df: pd.DataFrame, keys: list[str]):
+        self.keys = keys
+        ok = tables.ok_runs(df)
+        if ok.empty:
+            self.order, self.table, self.variants = [], pd.DataFrame(), []
+            return
+        summary = tables.summarize(ok, by=keys)
+        self.order = list(dict.fromkeys(self.key(row) for _, row in summary.iterrows()))
+        self.table = tables.variant_task_table(ok, by=keys)  # one row per entry of self.order, same order
+        self.variants = list(dict.fromkeys(summary["variant"]))
+
+    def key(self, run) -> tuple:
+        return tuple(None if _missing(run[k]) else _plain(run[k]) for k in self.keys)
+
+    def number(self, run) -> int:
+        key = self.key(run)
+        return self.order.index(key) if key in self.order else -1
+
+    def labels(self) -> list[dict]:
+        return [{"label": [str(row[k]) for k in self.keys], "trainable": str(row["trainable params"])}
+                for _, row in self.table.iterrows()]
+
+    def label(self, run) -> str:
+        number = self.number(run)
+        if number < 0:
+            return str(run["variant"])
+        return " ".join(str(self.table.iloc[number][k]) for k in self.keys if self.table.iloc[number][k] != "–")
+
+    def variant_rank(self, variant) -> int:
+        return self.variants.index(variant) if variant in self.variants else len(self.variants)
+
+    def sorted(self, runs: pd.DataFrame, *columns: str) -> pd.DataFrame:
+        """Runs with variants in the tables' order, then by ``columns``."""
+        order = runs.assign(_variant=runs["variant"].map(self.variant_rank))
+        return order.sort_values(["_variant", *columns], kind="stable").drop(columns="_variant")
 
 
-def _row_labels(df: pd.DataFrame, keys: list[str]) -> list[dict]:
-    ordered = tables._sorted(df, keys)
-    rows = []
-    for values, group in ordered.groupby(keys, dropna=False, sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        label = [tables._format_key(key, value, group) for key, value in zip(keys, values)]
-        ok = tables.ok_runs(group)
-        per_task = ok.groupby("task")["trainable_params"].median() if not ok.empty else pd.Series(dtype=float)
-        rows.append({"label": label, "trainable": tables._format_count(per_task.astype(float).median())})
-    return rows
-
-
-def _summary_runs(df: pd.DataFrame, keys: list[str]) -> list[dict]:
-    rows = _row_ids(df, keys)
-    return [{"row": int(rows[i]), "task": run["task"], "model": _text(run["model"]),
+def _summary_runs(df: pd.DataFrame, rows: Rows) -> list[dict]:
+    return [{"row": rows.number(run), "task": run["task"], "model": _text(run["model"]),
              "experiment": _text(run["experiment"]), "seed": _plain(run["seed"]),
              "score": _plain(run["main_score"]) if run["status"] == "ok" else None}
-            for i, run in df.iterrows()]
+            for _, run in df.iterrows()]
 
 
 def _key_header(key: str) -> str:
@@ -139,8 +159,8 @@ def _comparison_section(comparison: pd.DataFrame | None) -> str:
             + _html_table(comparison, table_id="comparison"))
 
 
-def _task_section(df: pd.DataFrame, task: str, keys: list[str]) -> str:
-    figures = [_params_figure(df, task, keys), _curves_figure(df, task)]
+def _task_section(df: pd.DataFrame, task: str, rows: Rows) -> str:
+    figures = [_params_figure(df, task, rows), _curves_figure(df, task, rows)]
     body = "".join(_figure_html(figure, f"{name}-{task}") for name, figure in
                    zip(("params", "curves"), figures) if figure is not None)
     return f'<section class="task" data-task="{_escape(task)}"><h2>{_escape(task)}</h2>{body}</section>'
@@ -158,14 +178,14 @@ def _color(variant: str) -> str:
 
 def _hover(run: pd.Series) -> str:
     parts = [f"<b>{_escape(run['variant'])}</b>"]
-    if run["variant"] not in tables.BASELINES:
+    if not _missing(run["rank"]):  # baselines have no rank, alpha or targets
         parts.append(f"rank {_text(run['rank'])}, α {_text(run['alpha'])}, targets {_escape(run['target_modules'])}")
     parts.append(f"seed {_text(run['seed'])}, score {run['main_score'] * SCALE:.2f}")
     parts.append(f"trainable {tables._format_count(float(run['trainable_params']))}")
     return "<br>".join(parts)
 
 
-def _params_figure(df: pd.DataFrame, task: str, keys: list[str]):
+def _params_figure(df: pd.DataFrame, task: str, rows: Rows):
     """Every run as a dot, each configuration's mean ± std as a marker, the Pareto front of the means."""
     import plotly.graph_objects as go
 
@@ -174,15 +194,15 @@ def _params_figure(df: pd.DataFrame, task: str, keys: list[str]):
     if runs.empty:
         return None
     figure = go.Figure()
-    for variant in tables.ordered_variants(runs["variant"]):
+    for variant in sorted(set(runs["variant"]), key=rows.variant_rank):
         mine = runs[runs["variant"] == variant]
         figure.add_trace(go.Scatter(
             x=mine["trainable_params"], y=mine["main_score"] * SCALE, mode="markers", name=variant,
             legendgroup=variant, marker={"color": _color(variant), "size": 7, "opacity": 0.55},
             text=[_hover(run) for _, run in mine.iterrows()], hovertemplate="%{text}<extra></extra>"))
-    summary = tables.summarize(runs, by=keys)
-    summary["label"] = [plots.config_label(row, keys) for _, row in summary.iterrows()]
-    for variant in tables.ordered_variants(summary["variant"]):
+    summary = tables.summarize(runs, by=rows.keys)
+    summary["label"] = [rows.label(row) for _, row in summary.iterrows()]
+    for variant in sorted(set(summary["variant"]), key=rows.variant_rank):
         mine = summary[summary["variant"] == variant]
         figure.add_trace(go.Scatter(
             x=mine["trainable_params"], y=mine["mean"] * SCALE, mode="markers", name=f"{variant} mean",
@@ -204,7 +224,7 @@ def _params_figure(df: pd.DataFrame, task: str, keys: list[str]):
     return figure
 
 
-def _curves_figure(df: pd.DataFrame, task: str):
+def _curves_figure(df: pd.DataFrame, task: str, rows: Rows):
     """Training loss and dev score against the step, one line per run."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -215,7 +235,7 @@ def _curves_figure(df: pd.DataFrame, task: str):
         return None
     figure = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "dev score ×100"))
     shown = set()
-    for _, run in tables._sorted(runs, ["variant"]).iterrows():
+    for _, run in rows.sorted(runs).iterrows():
         curve = pd.DataFrame(run["learning_curve"])
         name = run["variant"]
         label = _hover(run)
@@ -235,14 +255,14 @@ def _curves_figure(df: pd.DataFrame, task: str):
     return figure
 
 
-def _cost_section(ok: pd.DataFrame, keys: list[str]) -> str:
+def _cost_section(ok: pd.DataFrame, rows: Rows) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     if ok.empty:
         return ""
     figure = make_subplots(rows=1, cols=2, subplot_titles=("train time (s)", "peak memory (MB)"))
-    for variant in tables.ordered_variants(ok["variant"]):
+    for variant in sorted(set(ok["variant"]), key=rows.variant_rank):
         mine = ok[ok["variant"] == variant]
         text = [f"{_hover(run)}<br>task {_escape(run['task'])}" for _, run in mine.iterrows()]
         for column, field in enumerate(("train_seconds", "peak_memory_mb"), start=1):
@@ -252,7 +272,7 @@ def _cost_section(ok: pd.DataFrame, keys: list[str]) -> str:
                                     hovertemplate="%{text}<br>%{y:.1f}<extra></extra>"), row=1, col=column)
     figure.update_layout(title="Time and memory per variant (every run, all tasks)", height=420,
                          template="plotly_white", margin={"t": 70})
-    cost = tables.cost_table(ok, by=keys)
+    cost = tables.cost_table(ok, by=rows.keys)
     return ("<h2>Cost</h2>" + _figure_html(figure, "cost")
             + "<p>Median over all runs of a configuration (all tasks):</p>" + _html_table(cost, "cost"))
 
@@ -274,10 +294,10 @@ def _environment_section(df: pd.DataFrame) -> str:
     return "<h2>Environment</h2>" + note + _html_table(pd.DataFrame(rows), "environment")
 
 
-def _runs_section(df: pd.DataFrame) -> str:
+def _runs_section(df: pd.DataFrame, rows: Rows) -> str:
     header = "".join(f"<th>{_escape(name)}</th>" for name in [*RUN_COLUMNS, "config and provenance"])
     body = []
-    for _, run in tables._sorted(df, ["variant", "rank", "alpha", "seed"]).iterrows():
+    for _, run in rows.sorted(df, "rank", "alpha", "task", "seed").iterrows():
         cells = []
         for name, column in RUN_COLUMNS.items():
             value = run.get(column)
