@@ -4,6 +4,9 @@ Prints the variant x task table and the cost table as markdown, then writes ever
 results can support (PNG + SVG) for each task to ``--out`` (default: RESULTS_FOLDER/figures).
 With ``--compare VARIANT``, also the paired differences to that variant (analysis.compare) and
 their forest plot.
+
+``python -m analysis report RESULTS_FOLDER [--out report.html] [--compare VARIANT]`` writes one
+self-contained HTML report (see analysis/report.py) instead.
 """
 from __future__ import annotations
 
@@ -63,6 +66,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["report"]:  # a results folder named "report" is ./report
+        return report_main(argv[1:])
     arguments = parse_arguments(argv)
     try:
         return run(arguments)
@@ -143,6 +149,37 @@ def write_figures(df, out: Path, tasks=None) -> None:
     say(f"\nwrote {written} figures (PNG + SVG) to {out}")
     for line in skipped:
         say(f"skipped {line}")
+
+
+def report_main(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis report",
+                                     description="Write one self-contained HTML report of a results folder.")
+    parser.add_argument("results", nargs="?", default=None,
+                        help=f"results folder (default: ${tables.RESULTS_DIR_VARIABLE} or the repo's results/)")
+    parser.add_argument("--out", default=None, help="the HTML file to write (default: RESULTS_FOLDER/report.html)")
+    parser.add_argument("--title", default=None, help="the page title (default: names the folder)")
+    parser.add_argument("--compare", metavar="VARIANT", default=None,
+                        help="also show the paired differences to this variant (needs prediction sidecars)")
+    parser.add_argument("--n-boot", type=int, default=4000, help="--compare's bootstrap replicates (default: 4000)")
+    arguments = parser.parse_args(argv)
+    from .report import write_report
+
+    folder = Path(arguments.results or os.environ.get(tables.RESULTS_DIR_VARIABLE) or tables.DEFAULT_RESULTS_DIR)
+    try:
+        df = tables.load_results(folder)
+        if df.empty:
+            raise ValueError(f"no result records (runs/*.json) found under {folder}")
+        differences = None
+        if arguments.compare:
+            differences = comparison.compare(df, comparison.load_predictions(df), reference=arguments.compare,
+                                             n_boot=arguments.n_boot)
+        out = write_report(df, arguments.out or folder / "report.html", comparison=differences,
+                           title=arguments.title or f"lora-arena results: {folder.resolve().name}")
+    except (FileNotFoundError, ValueError) as error:
+        say(f"error: {error}", file=sys.stderr)
+        return 2
+    say(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, {len(df)} runs)")
+    return 0
 
 
 if __name__ == "__main__":

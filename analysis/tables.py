@@ -41,9 +41,10 @@ def load_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
 
     ``path`` is a results folder (one that holds ``runs/``), any parent of such folders, or a ``runs/``
     folder itself. By default it is ``$RESULTS_DIR`` when set, else the repository's ``results/``.
-    Columns: every record field, ``metric.<name>`` for each entry of ``metrics``, ``study`` (the folder
-    holding ``runs/``, relative to ``path``) and ``path`` (the file). ``learning_curve`` and ``config``
-    stay Python objects. Files that cannot be read are skipped with a warning naming them.
+    Columns: every record field, ``metric.<name>`` for each entry of ``metrics``, ``provenance.<key>``
+    for each entry of ``provenance`` (``provenance.torch``, ``provenance.data_sha256.train``; absent in
+    records made before it existed), ``study`` (the folder holding ``runs/``, relative to ``path``)
+    and ``path`` (the file). ``learning_curve`` and ``config`` stay Python objects. Files that cannot be read are skipped with a warning naming them.
     """
     root = Path(path if path is not None else os.environ.get(RESULTS_DIR_VARIABLE) or DEFAULT_RESULTS_DIR)
     if not root.is_dir():
@@ -81,13 +82,25 @@ def _study_name(file: Path, root: Path) -> str:
 
 
 def _flatten(record: dict, study: str, file: Path) -> dict:
-    row = {key: value for key, value in record.items() if key != "metrics"}
+    row = {key: value for key, value in record.items() if key not in ("metrics", "provenance")}
     metrics = record.get("metrics") or {}
     if isinstance(metrics, dict):
         row.update({f"metric.{name}": value for name, value in metrics.items()})
+    row.update(_dotted(record.get("provenance") or {}, "provenance."))
     row["learning_curve"] = record.get("learning_curve") or []
     row.update(study=study, path=str(file))
     return row
+
+
+def _dotted(values: dict, prefix: str) -> dict:
+    """Nested dicts as flat columns: {"data_sha256": {"train": h}} -> {"<prefix>data_sha256.train": h}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 # ------------------------------------------------------------------------------------------- summaries

@@ -89,7 +89,11 @@ def main(argv: list[str]) -> int:
     except OverrideError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    rows = states(argv)
+    try:
+        rows = states(argv)
+    except (ValueError, FileNotFoundError) as error:  # e.g. a final preset before its tuned file exists
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     done, running, missing = ([row for row in rows if row[1] == state] for state in ("done", "running", "missing"))
     print(f"{len(done)} of {len(rows)} runs done, {len(running)} running, {len(missing)} missing")
     if running:

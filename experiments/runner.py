@@ -10,7 +10,7 @@ from pathlib import Path
 
 import variants
 
-from . import claims, data, metrics, results
+from . import claims, data, metrics, provenance, results
 from .checks import check_config, normalized
 from .models import head_modules, load_model_and_tokenizer, resolve_name_or_path
 from .train import train_and_evaluate
@@ -107,6 +107,7 @@ def train_and_record(cfg: dict, results_dir: Path, run_hash: str, log_metrics, s
                    dropout=cfg["dropout"], head_modules=heads, **dict(variant.get("options") or {}))
     record = base_record(cfg, run_hash)
     record["model_name_or_path"] = name_or_path
+    record["provenance"] = provenance.collect(cfg, name_or_path)  # not part of cfg: never in the hash
     try:
         trainable = variants.trainable_parameters(model)
         train_loader, eval_loaders = data.make_loaders(splits, tokenizer, task, train["batch_size"],

@@ -78,6 +78,13 @@ def test_progress_names_a_typo_with_the_choices(capsys):
     assert "did you mean 'glue_table'" in capsys.readouterr().err
 
 
+def test_progress_of_a_final_preset_before_its_tuned_file_says_what_to_run(tmp_path, capsys):
+    missing = tmp_path / "tuned.yaml"
+    assert progress.main(["experiment=final_table", f"train.tuned_file={missing}"]) == 2
+    error = capsys.readouterr().err
+    assert str(missing) in error and "experiments.tune" in error and "Traceback" not in error
+
+
 #: presets whose records are committed under results/: a change to the config (a new key, a new default)
 #: that alters their config hashes would make skip-on-rerun and progress lose them
 COMMITTED_STUDIES = ["glue_table", "glue_table_sst2", "rank_sweep", "alpha_sweep", "target_sweep"]
