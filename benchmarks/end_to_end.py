@@ -145,7 +145,9 @@ def table(found: dict[str, list[dict]], warning: str | None = None) -> str:
                              f"points (mean {statistics.mean(paired):+.2f}).")
     commands = "\n".join(f"- {name} (seed {r['seed']}): `{r['command']}` (measured {r.get('measured', '?')})"
                          for name, runs in found.items() for r in runs)
-    return ("# End to end: MRPC, LoRA r=8 on query,value, 3 epochs\n\nMade by `python benchmarks/end_to_end.py` "
+    limits = sorted({r.get("max_steps") for rs in found.values() for r in rs}, key=str)
+    length = "3 epochs" if limits == [None] else "stopped after " + "/".join(f"{n}" for n in limits) + " steps"
+    return (f"# End to end: MRPC, LoRA r=8 on query,value, {length}\n\nMade by `python benchmarks/end_to_end.py` "
             "(each run a fresh process timed from the outside, one at a time; every contender once per seed, "
             "in a shuffled order per seed). Values: mean ± standard deviation (min–max) over the seeds.\n\n"
             + (f"**{warning}**\n\n" if warning else "") + "\n".join(lines) + "\n\n" + "".join(n + "\n" for n in notes)

@@ -15,13 +15,13 @@ import statistics
 from pathlib import Path
 from typing import NamedTuple
 
-#: (ours − floor) / (PEFT's − floor), the part of the step an adapter implementation controls
-OVERHEAD_TARGETS = {"lora": 1.0, "rslora": 1.0, "hira": 1.0, "dora": 0.5, "vera": 0.5}
+import variants
+
 FLOOR_TARGET = 1.15          # every variant vs the frozen floor, on the wide stack
 MERGED_TARGET = 1.02         # merged inference vs the plain model
 MEMORY_TARGET = 1.0          # peak memory ours/PEFT
 QUANTIZED_BITS_TARGET = 4.2  # bits per base-weight parameter of a quantized variant
-QUANTIZED_VS = ("lora", 1.3)  # a quantized variant's step time against ours of this variant, and its target
+QUANTIZED_TIME_TARGET = 1.3  # a quantized variant's step time against ours of the variant it quantizes
 RESAMPLES = 2000
 LEVEL = 0.95
 #: below this many rounds an interval from resampling them means nothing: no verdict is drawn
@@ -181,7 +181,7 @@ def variant_table(s: Setting, setting: str, recipes: list) -> list[str]:
             continue
         ratios = s.ratios(ours)
         vs_peft, cost, vs_floor = ratios["ratio_vs_peft"], ratios["overhead_vs_peft"], ratios["ratio_vs_floor"]
-        target = OVERHEAD_TARGETS.get(r.variant) if peft else None
+        target = variants.lookup(r.variant).step_overhead_goal if peft else None  # declared on the class
         memory = megabytes(ours) / megabytes(peft) if megabytes(ours) and megabytes(peft) else None
         memory_verdict = "–" if memory is None else ("met" if memory <= MEMORY_TARGET else "missed")
         if memory_verdict == "missed":  # say by how much: a few KB of cached tensors is not a few MB
@@ -214,12 +214,13 @@ def inference_table(s: Setting) -> list[str]:
 def quantized_table(s: Setting) -> list[str]:
     """Storage, time and memory of each variant whose base weights our side stores quantized."""
     lines = []
-    reference_name, time_target = QUANTIZED_VS
-    reference = s.find("train", "ours", reference_name)
+    time_target = QUANTIZED_TIME_TARGET
     for ours in s.measurements:
         c = ours.contender
         if c.mode != "train" or c.impl != "ours" or c.copy or not ours.storage:
             continue
+        reference_name = variants.lookup(c.variant).quantizes
+        reference = s.find("train", "ours", reference_name) if reference_name else None
         bits, stored = ours.storage.get("bits_per_parameter"), ours.storage
         peft = s.find("train", "peft", c.variant)
         vs_reference = paired_ratio(ours.times, reference.times) if reference else None

@@ -69,6 +69,12 @@ class Adapter(nn.Module):
     shared_module: ClassVar[str | None] = None
     #: PEFT's tensor name ending (e.g. ``.lora_A.weight``) -> our attribute, for ``export_peft``/``import_peft``
     peft_tensors: ClassVar[dict[str, str]] = {}
+    #: the benchmarks' goal for this implementation (benchmarks/step_time.py): (our step - the frozen
+    #: floor) / (PEFT's step - the floor) at most this; None: no goal
+    step_overhead_goal: ClassVar[float | None] = None
+    #: for a variant whose base is stored quantized: the variant it quantizes, which the benchmarks time
+    #: it against (None: not a quantized variant)
+    quantizes: ClassVar[str | None] = None
 
     def __init__(self, base_layer: nn.Module, *, rank: int, alpha: float, dropout: float = 0.0,
                  shared: Any = None, **options: Any):
@@ -422,6 +428,8 @@ class Baseline:
     saves_all_trainable: ClassVar[bool] = False
     combinable: ClassVar[bool] = False
     shared_module: ClassVar[str | None] = None
+    step_overhead_goal: ClassVar[float | None] = None
+    quantizes: ClassVar[str | None] = None
 
     @staticmethod
     def set_trainable(model: nn.Module, head_prefixes: list[str]) -> None:

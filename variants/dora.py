@@ -14,6 +14,7 @@ from .base import LowRankAdapter, dense_weight
 
 class DoRA(LowRankAdapter):
     name = "dora"
+    step_overhead_goal = 0.5  # the fused norm: half of PEFT's extra cost
     peft_flags = {"use_rslora": False, "use_dora": True}
     peft_tensors = {**LowRankAdapter.peft_tensors, ".lora_magnitude_vector": "magnitude"}
 

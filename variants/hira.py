@@ -16,6 +16,7 @@ from .base import Adapter, dense_weight
 
 class HiRA(Adapter):
     name = "hira"
+    step_overhead_goal = 1.0
     options = {"init": "kaiming"}
     inits = ("kaiming", "gaussian")
     rank_bounded_by_layer = False  # W0 ⊙ (B A) can have rank up to min(in, out)

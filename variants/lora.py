@@ -4,3 +4,4 @@ from .base import LowRankAdapter
 
 class LoRA(LowRankAdapter):
     name = "lora"
+    step_overhead_goal = 1.0

@@ -22,6 +22,7 @@ QUANTIZE_CHOICES = ("all-linear", "targets")
 
 class QLoRA(LowRankAdapter):
     name = "qlora"
+    quantizes = "lora"  # the benchmarks time it against our LoRA
     exact_base = False  # the frozen weights are stored in 4 bits
     options = {**LowRankAdapter.options, "block_size": 64, "double_quant": True, "quantize": "all-linear"}
 

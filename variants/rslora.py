@@ -6,6 +6,7 @@ from .base import LowRankAdapter
 
 class RSLoRA(LowRankAdapter):
     name = "rslora"
+    step_overhead_goal = 1.0
     peft_flags = {"use_rslora": True, "use_dora": False}
 
     @classmethod

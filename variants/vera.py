@@ -69,6 +69,7 @@ class _MergedVeRA(torch.autograd.Function):
 
 class VeRA(Adapter):
     name = "vera"
+    step_overhead_goal = 0.5  # the custom backward: half of PEFT's extra cost
     options = {"d_initial": 0.1, "projection_seed": 0}
     rank_bounded_by_layer = False
     shared_module = "vera_projection"
