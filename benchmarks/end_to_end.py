@@ -16,7 +16,9 @@ slow stretch of the machine does not fall on one contender's runs only. The lear
 ``conf/variant/lora.yaml``'s (the recipe, where LoRA clearly learns on MRPC) unless ``--lr`` says
 otherwise. Each result is kept as ``<out>/<contender>-seed<K>.json``; the table (``<out>/end_to_end.md``:
 mean, standard deviation and range of wall time, accuracy and F1 over the seeds) is built from every
-such result in ``<out>``, so runs can be added later. Do not run anything else on the machine meanwhile.
+such result in ``<out>``, so runs can be added later: a (contender, seed) already measured there with the
+same settings is kept, not rerun (``--remeasure`` reruns it; other settings in the same ``<out>`` are an
+error, so one table never mixes them). Do not run anything else on the machine meanwhile.
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ REFERENCE = ["benchmarks/hf_peft_reference.py"]
 #: the variant both sides train; its recipe gives the learning rate
 VARIANT = "lora"
 MIN_REPEATS = 3
+#: what makes two results comparable: a result kept in --out must have been measured with the same
+SETTINGS = ("lr", "max_steps", "max_train_samples", "max_eval_samples")
 
 
 def command_for(contender: str, seed: int, args, scratch: Path) -> list[str]:
@@ -120,7 +124,7 @@ def read_results(out: Path) -> dict[str, list[dict]]:
     return found
 
 
-def table(found: dict[str, list[dict]], warning: str | None = None) -> str:
+def table(found: dict[str, list[dict]]) -> str:
     lines = ["| contender | runs (seeds) | lr | wall s | ours / this (mean wall) | train s | steps | "
              "dev accuracy | dev F1 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     ours = found.get("ours")
@@ -143,6 +147,10 @@ def table(found: dict[str, list[dict]], warning: str | None = None) -> str:
             if paired:
                 notes.append(f"Accuracy, ours − {name}, seed by seed: {', '.join(f'{d:+.2f}' for d in paired)} "
                              f"points (mean {statistics.mean(paired):+.2f}).")
+    loads = [r for runs in found.values() for r in runs if r.get("load_warning")]
+    noisy = ("measured while the 1-minute load average was above 0.5 at the start of their launch, so their "
+             "timings carry other jobs' noise: " + ", ".join(f"{r['contender']} seed {r['seed']}" for r in loads)
+             + "; rerun them on a quiet machine before concluding") if loads else ""
     commands = "\n".join(f"- {name} (seed {r['seed']}): `{r['command']}` (measured {r.get('measured', '?')})"
                          for name, runs in found.items() for r in runs)
     limits = sorted({r.get("max_steps") for rs in found.values() for r in rs}, key=str)
@@ -150,7 +158,7 @@ def table(found: dict[str, list[dict]], warning: str | None = None) -> str:
     return (f"# End to end: MRPC, LoRA r=8 on query,value, {length}\n\nMade by `python benchmarks/end_to_end.py` "
             "(each run a fresh process timed from the outside, one at a time; every contender once per seed, "
             "in a shuffled order per seed). Values: mean ± standard deviation (min–max) over the seeds.\n\n"
-            + (f"**{warning}**\n\n" if warning else "") + "\n".join(lines) + "\n\n" + "".join(n + "\n" for n in notes)
+            + (f"**{noisy}**\n\n" if noisy else "") + "\n".join(lines) + "\n\n" + "".join(n + "\n" for n in notes)
             + "\nTargets: ours ≤ 0.7 × the reference's wall time; dev accuracy and F1 within one point.\n\n"
             f"Commands (temporary folders shown as run):\n{commands}\n")
 
@@ -175,6 +183,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-train-samples", type=positive, default=None, help="first N training pairs (smoke test)")
     parser.add_argument("--max-eval-samples", type=positive, default=None, help="first N dev pairs (smoke test)")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmark" / "end_to_end"))
+    parser.add_argument("--remeasure", action="store_true", help="rerun (contender, seed) pairs already in --out")
     args = parser.parse_args(argv)
     chosen = [c.strip() for c in args.contenders.split(",") if c.strip()]
     unknown = sorted(set(chosen) - set(CONTENDERS))
@@ -190,11 +199,20 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for contender, seed in schedule(chosen, args.repeats):
+        kept = out / f"{contender}-seed{seed}.json"
+        if kept.is_file() and not args.remeasure:
+            earlier = json.loads(kept.read_text())
+            differs = {key: (earlier.get(key), getattr(args, key)) for key in SETTINGS if earlier.get(key) != getattr(args, key)}
+            if differs:
+                parser.error(f"{kept} was measured with other settings ({', '.join(f'{k}: {a} there, {b} now' for k, (a, b) in differs.items())}): "
+                             "use another --out, or --remeasure")
+            print(f"[{contender} seed {seed}] kept from {kept}", file=sys.stderr, flush=True)
+            continue
         result = measure(contender, seed, args)
         result.update(measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.machine(),
-                      cpus=os.cpu_count(), max_steps=args.max_steps, load_warning=warning)
+                      cpus=os.cpu_count(), load_warning=warning, **{key: getattr(args, key) for key in SETTINGS})
         (out / f"{contender}-seed{seed}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = table(read_results(out), warning)
+    text = table(read_results(out))
     (out / "end_to_end.md").write_text(text)
     print(text)
 

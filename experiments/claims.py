@@ -7,7 +7,8 @@ see it). It is made with an exclusive create (``O_CREAT | O_EXCL``), so of two l
 and holds the owner's host, pid, pid namespace, start time and a random token. While the run lives, a
 background thread refreshes the file's modification time (the heartbeat) every tenth of ``stale_after``.
 The claim is removed when the run ends in any way that lets Python clean up (success, failed record,
-exception, Ctrl-C).
+exception, Ctrl-C, and SIGTERM, which a held claim turns into Ctrl-C: a scheduler's time limit or a
+``kill`` then frees the configuration at once, even for launchers on other hosts).
 
 A claim is stale, and the next launcher takes it over, when its process is gone (same host and pid
 namespace, pid no longer running: SIGKILL) or when it has not been refreshed for ``stale_after`` seconds
@@ -20,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -239,6 +241,24 @@ def seconds(stale_after) -> float:
 
 
 @contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the block runs, SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so ``finally`` blocks run.
+    Only the main thread can set a signal handler; elsewhere SIGTERM keeps its default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def hold(results_dir, run_hash: str, stale_after: float | None = None):
     """``with hold(dir, hash) as claim:`` the block runs with the claim held and heartbeating when
     ``claim.ours``; otherwise ``claim`` is the live claim of the run that has it, and nothing is held."""
@@ -250,7 +270,8 @@ def hold(results_dir, run_hash: str, stale_after: float | None = None):
     heartbeat = _Heartbeat(claim, every=max(stale_after / 10, 0.05))
     heartbeat.start()
     try:
-        yield claim
+        with _sigterm_as_interrupt():
+            yield claim
     finally:
         heartbeat.stopped.set()
         heartbeat.join()

@@ -127,7 +127,9 @@ def evaluate(model, eval_loaders, task, accelerator, outputs: dict | None = None
 def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_prefixes=(), log=None,
                        show_progress=True, selection_loader=None) -> TrainOutcome:
     """Train, then score every eval split. ``selection_loader`` (the held-out part of train, if any) is
-    scored after every epoch and at the end; its main score joins each epoch's learning-curve entry."""
+    scored after every epoch and at the end; its main score joins each epoch's learning-curve entry.
+    With a selection split the eval splits are scored once, at the end (``eval_each_epoch`` then
+    applies to the selection split only), so no per-epoch dev score exists for a choice to peek at."""
     accelerator = Accelerator(mixed_precision=train_cfg.get("mixed_precision", "no"),
                               cpu=train_cfg.get("device") == "cpu")
     steps_per_epoch = len(train_loader)
@@ -141,7 +143,7 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
     selection = {"selection": accelerator.prepare(selection_loader)} if selection_loader is not None else {}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    eval_each_epoch = train_cfg.get("eval_each_epoch", True)
+    eval_each_epoch = train_cfg.get("eval_each_epoch", True) and not selection
     log_every = max(1, int(train_cfg.get("log_every", 50)))
     curve, step, running, step_losses = [], 0, [], []
     progress = tqdm(total=max_steps, disable=not show_progress or not accelerator.is_local_main_process,

@@ -199,3 +199,31 @@ def test_quick_mode_is_minilm_a_subset_of_variants_and_more_rounds():
     assert quick.settings == ["minilm"] and full.settings == ["minilm", "wide"]
     assert set(quick.variants) < set(full.variants) == set(contenders.adapter_variants())
     assert quick.aa == ["lora"] and step_time.parse_args(["--aa", "none"]).aa == []
+
+
+def test_end_to_end_keeps_what_it_measured_and_refuses_to_mix_settings(tmp_path, monkeypatch):
+    from benchmarks import end_to_end
+    glue = tmp_path / "glue" / "MRPC"
+    glue.mkdir(parents=True)
+    (glue / "train.tsv").write_text("")
+    measured = []
+
+    def measure(contender, seed, args):
+        measured.append((contender, seed))
+        return {"contender": contender, "seed": seed, "lr": args.lr, "command": "python x", "wall_seconds": 10.0,
+                "train_seconds": 9.0, "steps": 3, "accuracy": 0.7, "f1": 0.8}
+
+    monkeypatch.setattr(end_to_end, "measure", measure)
+    monkeypatch.setattr(end_to_end, "load_warning", lambda load: "busy" if measured else None)
+    common = ["--glue-dir", str(tmp_path / "glue"), "--contenders", "ours", "--max-steps", "3", "--out", str(tmp_path / "out")]
+    end_to_end.main(common + ["--repeats", "1"])
+    end_to_end.main(common + ["--repeats", "2"])
+    assert measured == [("ours", 0), ("ours", 1)]  # seed 0 kept, not rerun
+    text = (tmp_path / "out" / "end_to_end.md").read_text()
+    assert "stopped after 3 steps" in text and "| ours | 2 (0, 1) |" in text
+    assert "load average was above 0.5" in text and "ours seed 1" in text and "ours seed 0" not in text
+    with pytest.raises(SystemExit):
+        end_to_end.main(common[:-4] + ["--max-steps", "5", "--out", str(tmp_path / "out"), "--repeats", "1"])
+    assert measured == [("ours", 0), ("ours", 1)]
+    end_to_end.main(common + ["--repeats", "1", "--remeasure"])
+    assert measured[-1] == ("ours", 0)

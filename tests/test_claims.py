@@ -101,13 +101,19 @@ def killed_worker(folder):
     runner.run(config(folder, "variant=head"), show_progress=False)
 
 
-def test_a_claim_left_by_a_sigkilled_run_is_taken_over_on_rerun(tmp_path, monkeypatch):
-    folder = tmp_path / "results"
+def start_a_run_that_trains_forever(folder):
+    """A forked run of variant=head that never finishes training; returns once it holds its claim."""
     victim = multiprocessing.get_context("fork").Process(target=killed_worker, args=(folder,))
     victim.start()
     deadline = time.time() + 120
     while not leftover_claims(folder) and time.time() < deadline and victim.is_alive():
         time.sleep(0.1)
+    return victim
+
+
+def test_a_claim_left_by_a_sigkilled_run_is_taken_over_on_rerun(tmp_path, monkeypatch):
+    folder = tmp_path / "results"
+    victim = start_a_run_that_trains_forever(folder)
     os.kill(victim.pid, signal.SIGKILL)
     victim.join()
     left = claims.read_claim(next((folder / "runs").glob("*.claim")))
@@ -314,3 +320,13 @@ def test_records_and_claims_are_readable_by_whoever_shares_the_folder(tmp_path):
     with claims.hold(tmp_path, "def") as claim:
         claim_mode = claim.path.stat().st_mode & 0o777
     assert path.stat().st_mode & 0o777 == claim_mode == 0o666 & ~results.UMASK
+
+
+def test_a_sigterm_ends_the_run_like_ctrl_c_and_releases_its_claim(tmp_path):
+    folder = tmp_path / "results"
+    victim = start_a_run_that_trains_forever(folder)
+    assert leftover_claims(folder), "the run never claimed its configuration"
+    os.kill(victim.pid, signal.SIGTERM)
+    victim.join(timeout=60)
+    assert victim.exitcode not in (0, None, -signal.SIGTERM)  # interrupted by Python, not killed by the signal
+    assert leftover_claims(folder) == [] and records(folder) == []  # no claim, and no record: as Ctrl-C

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 import variants
 from conftest import make_bert
-from experiments import data, metrics, results, runner, tune
+from experiments import choose, data, metrics, results, runner, tune
 from experiments.checks import normalized
 from experiments.models import head_modules
 from experiments.train import last_epoch_loss
@@ -94,7 +94,8 @@ def test_a_run_with_a_selection_split_records_it_and_writes_predictions_that_mat
     splits = data.load_splits(DEMO, None, 64, 32, seed=0, selection_fraction=0.1)
     assert record["selection_score"] == record["selection_metrics"]["accuracy"]
     per_epoch, final = record["learning_curve"][-2], record["learning_curve"][-1]  # 8 steps an epoch
-    assert per_epoch["step"] == 8 and per_epoch["eval"] is not None and 0 <= per_epoch["selection"] <= 1
+    assert per_epoch["step"] == 8 and 0 <= per_epoch["selection"] <= 1
+    assert per_epoch["eval"] is None  # dev is scored once, at the end, when a selection split exists
     assert final["selection"] == record["selection_score"] and final["eval"] == record["main_score"]
     frequencies = np.bincount(splits["train"]["label"]) / len(splits["train"])
     assert record["constant_train_loss"] == pytest.approx(-(frequencies * np.log(frequencies)).sum())
@@ -273,3 +274,56 @@ def test_the_tuning_command_says_when_budgets_are_unequal(tmp_path):
     records += [fake_record("rte", "dora", 1e-4, 0, 0.5)]
     notes = tune.warnings_for(tune.choose(records))
     assert any("unequal tuning budgets" in note and "dora 1, lora 6" in note for note in notes)
+
+
+# -- a study-wide choice (stage 1 of the second edition: the head) -------------------------------------
+
+def pooling_record(task, variant, pooling, seed, score, at_epoch_3):
+    curve = [{"step": 10 * epoch, "epoch": float(epoch), "loss": None, "eval": None,
+              "selection": at_epoch_3 if epoch == 3 else 0.5} for epoch in (1, 2, 3, 4)]
+    curve.append({"step": 50, "epoch": 5.0, "loss": None, "eval": 0.1, "selection": score})
+    return fake_record(task, variant, 1e-4, seed, score, config_hash=f"{task}{variant}{pooling}{seed}",
+                       pooling=pooling, epochs=5, learning_curve=curve)
+
+
+def pooling_study(folder, scores, late_gain=0.0):
+    """scores: {pooling: points in every cell}; the two seeds are 1 point either side of it."""
+    records = [pooling_record(task, variant, pooling, seed, (points + offset) / 100,
+                              (points + offset - late_gain) / 100)
+               for task in ("mrpc", "stsb") for variant in ("lora", "full")
+               for pooling, points in scores.items() for seed, offset in enumerate((-1.0, 1.0))]
+    return write_records(folder, records)
+
+
+PREFER = ["--setting", "pooling", "--prefer", "model,mean,trainable", "--shorter-epochs", "3"]
+
+
+def test_the_choice_prefers_the_value_that_changes_the_model_least_within_the_margin(tmp_path, capsys):
+    # trainable is 0.5 points above model, mean 2 below: model wins (within 1.0, listed first)
+    folder = pooling_study(tmp_path, {"model": 80.0, "mean": 78.0, "trainable": 80.5})
+    out = tmp_path / "choice.yaml"
+    assert choose.main([str(folder), *PREFER, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen: pooling = model (80.00: within 1 points of the highest (trainable, 80.50)" in printed
+    assert "| mrpc | lora | 78.00 | 80.00 | 80.50 |" in printed  # columns in sorted order: mean, model, trainable
+    assert yaml.safe_load(out.read_text()) == {"pooling": "model", "epochs": 3}
+
+
+def test_the_choice_takes_the_best_beyond_the_margin_and_keeps_the_longer_budget_when_it_still_gains(tmp_path,
+                                                                                                    capsys):
+    folder = pooling_study(tmp_path, {"model": 80.0, "mean": 82.0, "trainable": 81.5}, late_gain=1.5)
+    assert choose.main([str(folder), *PREFER, "--out", str(tmp_path / "c.yaml")]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen: pooling = mean (82.00: the highest mean)" in printed
+    assert "epochs: 5 (the largest gain after epoch 3 is +1.50 points, more than 1)" in printed
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text()) == {"pooling": "mean", "epochs": 5}
+
+
+def test_the_choice_refuses_a_value_missing_from_a_cell_or_from_the_preference(tmp_path, capsys):
+    folder = pooling_study(tmp_path, {"model": 80.0, "mean": 82.0})
+    (folder / "runs" / "stsbfullmean0.json").unlink()
+    (folder / "runs" / "stsbfullmean1.json").unlink()
+    assert choose.main([str(folder), *PREFER]) == 2
+    assert "full on stsb has no run with pooling = mean" in capsys.readouterr().err
+    assert choose.main([str(folder), "--setting", "pooling", "--prefer", "model"]) == 2
+    assert "--prefer does not list mean" in capsys.readouterr().err
