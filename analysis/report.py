@@ -1,9 +1,9 @@
 """One self-contained HTML report of a results folder: opens from disk, no server, no network.
 
-    python -m analysis report results/glue_table --out results/glue_table/report.html
+    python -m analysis report results/first_edition/glue_table --out results/first_edition/glue_table/report.html
 
     import analysis
-    analysis.write_report(analysis.load_results("results/glue_table"), "report.html")
+    analysis.write_report(analysis.load_results("results/first_edition/glue_table"), "report.html")
 
 It holds the variant x task table (mean ± std over seeds, recomputed in the page for the runs the
 task / model / experiment filters keep, also set from the address: ``report.html#task=mrpc``; click a

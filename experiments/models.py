@@ -94,7 +94,7 @@ def use_mean_pooling(model) -> None:
     pools all-MiniLM-L6-v2) instead of the model's own pooler (BERT: dense + tanh on [CLS]).
 
     MiniLM's pooler was never trained for sentence embeddings; even so, on MRPC mean pooling did not
-    beat it (results/recipe_search). Works for models whose head reads the base model's ``pooler``
+    beat it (results/first_edition/recipe_search). Works for models whose head reads the base model's ``pooler``
     (BERT and its relatives); RoBERTa's head reads the first token's state and has no pooler."""
     from torch import nn
 
