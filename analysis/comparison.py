@@ -87,7 +87,7 @@ def _predictions_path(run) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------- compare
-def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str | dict = "lora",
+def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str | dict,
             split: str = "validation", margin: float = 1.5, n_boot: int = 4000, seed: int = 0,
             by: list[str] | str | None = None, level: float = 0.95, method: str = "t") -> pd.DataFrame:
     """One row per (task, configuration that is not the reference): the paired difference to the

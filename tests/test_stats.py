@@ -371,5 +371,5 @@ def test_seeds_with_their_own_dev_examples_are_resampled_within_each_seed():
             predictions.append(pd.DataFrame({"study": "s", "config_hash": f"{variant_name}{seed}",
                                              "split": "validation", "example": np.arange(200),
                                              "label": labels + seed % 2, "prediction": predicted[seed]}))
-    row = analysis.compare(pd.DataFrame(runs), pd.concat(predictions), n_boot=N_BOOT).iloc[0]
+    row = analysis.compare(pd.DataFrame(runs), pd.concat(predictions), reference="lora", n_boot=N_BOOT).iloc[0]
     assert row["n_seeds"] == 3 and "resampled within each seed" in row["note"]
