@@ -211,7 +211,7 @@ def main(argv=None) -> None:
         result = measure(contender, seed, args)
         result.update(measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.machine(),
                       cpus=os.cpu_count(), load_warning=warning, **{key: getattr(args, key) for key in SETTINGS})
-        (out / f"{contender}-seed{seed}.json").write_text(json.dumps(result, indent=2) + "\n")
+        kept.write_text(json.dumps(result, indent=2) + "\n")
     text = table(read_results(out))
     (out / "end_to_end.md").write_text(text)
     print(text)

@@ -58,10 +58,9 @@ def _cells(records: list[dict], setting: str) -> dict[tuple, dict]:
     return cells
 
 
-def choose(records: list[dict], setting: str, prefer: list, within: float) -> dict:
-    """{cells: {(task, variant): {value: median points}}, overall: {value: mean points}, chosen: value,
-    best: value with the highest overall score, runs: {value: count}}."""
-    cells = _cells(records, setting)
+def choose(cells: dict[tuple, dict], setting: str, prefer: list, within: float) -> dict:
+    """From ``_cells(records, setting)``: {cells: {(task, variant): {value: median points}}, overall:
+    {value: mean points}, chosen: value, best: value with the highest overall score, runs: {value: count}}."""
     if not cells:
         raise ValueError("no successful records with a selection_score (run the stage with "
                          "data.selection_fraction set)")
@@ -86,10 +85,10 @@ def choose(records: list[dict], setting: str, prefer: list, within: float) -> di
     return {"cells": scores, "overall": overall, "chosen": chosen, "best": best, "runs": runs}
 
 
-def epoch_gains(records: list[dict], setting: str, value, shorter: float) -> dict[tuple, dict]:
+def epoch_gains(cells: dict[tuple, dict], setting: str, value, shorter: float) -> dict[tuple, dict]:
     """{(task, variant): {at_shorter, at_end, gain, epochs}} in points, medians over seeds, for ``value``."""
     gains = {}
-    for key, per_value in sorted(_cells(records, setting).items()):
+    for key, per_value in sorted(cells.items()):
         runs = per_value.get(value, [])
         early = [selection_at_epoch(record, shorter) for record in runs]
         if not runs or any(score is None for score in early):
@@ -136,9 +135,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     prefer = [value.strip() for value in args.prefer.split(",") if value.strip()]
     try:
-        records = read_records(args.folder)
-        choice = choose(records, args.setting, prefer, args.within)
-        gains = (epoch_gains(records, args.setting, choice["chosen"], args.shorter_epochs)
+        cells = _cells(read_records(args.folder), args.setting)
+        choice = choose(cells, args.setting, prefer, args.within)
+        gains = (epoch_gains(cells, args.setting, choice["chosen"], args.shorter_epochs)
                  if args.shorter_epochs else None)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
