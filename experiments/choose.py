@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from experiments.tune import FIXED, read_records
+from experiments.tune import FIXED, cells_of, read_records
 
 #: record fields that must agree within one (task, variant) cell, besides those of the tuning rule
 SAME_IN_A_CELL = FIXED + ("lr", "head_lr")
@@ -40,21 +40,15 @@ def selection_at_epoch(record: dict, epoch: float) -> float | None:
 
 def _cells(records: list[dict], setting: str) -> dict[tuple, dict]:
     """{(task, variant): {value: [records]}} of the records with a selection score."""
+    scored = [record for record in records if record.get("selection_score") is not None]
+    lacking = [record for record in scored if setting not in record]
+    if lacking:
+        raise ValueError(f"the records have no field {setting!r}; fields: {', '.join(sorted(lacking[0]))}")
+    same = tuple(f for f in SAME_IN_A_CELL if f != setting)
     cells: dict[tuple, dict] = {}
-    fixed: dict[tuple, dict] = {}
-    for record in records:
-        if record.get("selection_score") is None:
-            continue
-        if setting not in record:
-            raise ValueError(f"the records have no field {setting!r}; fields: {', '.join(sorted(record))}")
-        key = (record["task"], record["variant"])
-        others = {f: record.get(f) for f in SAME_IN_A_CELL if f != setting}
-        first = fixed.setdefault(key, others)
-        differing = [f"{f} ({first[f]!r} and {others[f]!r})" for f in others if first[f] != others[f]]
-        if differing:
-            raise ValueError(f"the records of {key[1]} on {key[0]} differ in {', '.join(differing)}: only "
-                             f"{setting} and the seed may vary; point the command at one stage's folder")
-        cells.setdefault(key, {}).setdefault(record[setting], []).append(record)
+    for key, cell in cells_of(scored, same, f"{setting} and the seed").items():
+        for record in cell:
+            cells.setdefault(key, {}).setdefault(record.get(setting), []).append(record)
     return cells
 
 

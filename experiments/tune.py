@@ -46,21 +46,31 @@ def read_records(folder) -> list[dict]:
     return records
 
 
-def _grouped(records: list[dict]) -> dict[tuple, dict[tuple, list[float]]]:
-    groups: dict[tuple, dict[tuple, list[float]]] = {}
-    fixed: dict[tuple, dict] = {}
+def cells_of(records: list[dict], same: tuple, varies: str) -> dict[tuple, list[dict]]:
+    """{(task, variant): [records]} of the records with a selection score; the fields ``same`` must agree
+    within a cell (``varies`` names what may differ, for the error)."""
+    cells: dict[tuple, list[dict]] = {}
     for record in records:
         if record.get("selection_score") is None:
             continue
         key = (record["task"], record["variant"])
-        settings = {f: record.get(f) for f in FIXED}
-        first = fixed.setdefault(key, settings)
-        differing = [f"{f} ({first[f]!r} and {settings[f]!r})" for f in FIXED if first[f] != settings[f]]
-        if differing:
-            raise ValueError(f"the tuning records of {key[1]} on {key[0]} differ in {', '.join(differing)}: "
-                             "only the learning rate may vary; point the command at one study's folder")
-        setting = tuple(record.get(f) for f in SETTING)
-        groups.setdefault(key, {}).setdefault(setting, []).append(float(record["selection_score"]))
+        cell = cells.setdefault(key, [])
+        if cell:
+            differing = [f"{f} ({cell[0].get(f)!r} and {record.get(f)!r})" for f in same
+                         if cell[0].get(f) != record.get(f)]
+            if differing:
+                raise ValueError(f"the records of {key[1]} on {key[0]} differ in {', '.join(differing)}: only "
+                                 f"{varies} may vary; point the command at one stage's folder")
+        cell.append(record)
+    return cells
+
+
+def _grouped(records: list[dict]) -> dict[tuple, dict[tuple, list[float]]]:
+    groups: dict[tuple, dict[tuple, list[float]]] = {}
+    for key, cell in cells_of(records, FIXED, "the learning rate and the seed").items():
+        for record in cell:
+            setting = tuple(record.get(f) for f in SETTING)
+            groups.setdefault(key, {}).setdefault(setting, []).append(float(record["selection_score"]))
     return groups
 
 
