@@ -63,6 +63,28 @@ def test_the_sst2_preset_is_the_main_table_on_a_stated_subset():
     assert cfg["train"] == table["train"] and cfg["results"] == table["results"]
 
 
+SECOND_EDITION_TUNING = ["second_edition_tuning", "second_edition_tuning_sst2", "second_edition_tuning_rte"]
+
+
+@pytest.mark.parametrize("preset", SECOND_EDITION_TUNING)
+def test_second_edition_tuning_uses_the_head_and_epochs_stage_one_chose(preset):
+    choice = yaml.safe_load((CONF.parent / "results/second_edition/head/choice.yaml").read_text())
+    cfg, head = composed([f"experiment={preset}"]), composed(["experiment=second_edition_head"])
+    assert cfg["model"]["pooling"] == choice["pooling"] and cfg["train"]["epochs"] == choice["epochs"]
+    assert cfg["data"]["selection_fraction"] == head["data"]["selection_fraction"]
+    assert cfg["data"]["selection_seed"] == head["data"]["selection_seed"]
+    assert cfg["results"]["dir"] == "results/second_edition/tuning"
+
+
+def test_second_edition_tuning_gives_every_variant_the_same_grid():
+    main, sst2, rte = (sweep_of(p) for p in SECOND_EDITION_TUNING)
+    assert sorted(main["variant"]) == sorted(p.stem for p in (CONF / "variant").glob("*.yaml"))
+    assert sst2["variant"] == main["variant"] and sst2["train.lr_factor"] == main["train.lr_factor"]
+    assert rte["variant"] == ["lora", "full"] and rte["train.lr_factor"] == main["train.lr_factor"]
+    assert (sst2["task"], rte["task"]) == (["sst2"], ["rte"]) and "sst2" not in main["task"]
+    assert composed(["experiment=second_edition_tuning_sst2"])["data"]["max_train_samples"] == 8000
+
+
 def test_progress_counts_a_sweep_and_sees_what_is_done(tmp_path):
     sweep = ["experiment=rank_sweep", "variant=lora,head", "rank=4,8", f"results.dir={tmp_path}"]
     done, missing = progress.progress(sweep)
@@ -87,7 +109,7 @@ def test_progress_of_a_final_preset_before_its_tuned_file_says_what_to_run(tmp_p
 
 #: presets whose records are committed under results/: a change to the config (a new key, a new default)
 #: that alters their config hashes would make skip-on-rerun and progress lose them
-COMMITTED_STUDIES = ["glue_table", "glue_table_sst2", "rank_sweep", "alpha_sweep", "target_sweep"]
+COMMITTED_STUDIES = ["glue_table", "glue_table_sst2", "rank_sweep", "alpha_sweep", "target_sweep", "second_edition_head"]
 
 
 @pytest.mark.parametrize("preset", COMMITTED_STUDIES)
