@@ -85,6 +85,19 @@ def test_second_edition_tuning_gives_every_variant_the_same_grid():
     assert composed(["experiment=second_edition_tuning_sst2"])["data"]["max_train_samples"] == 8000
 
 
+@pytest.mark.parametrize("tuning, final", [("second_edition_tuning", "second_edition_final"),
+                                           ("second_edition_tuning_sst2", "second_edition_final_sst2")])
+def test_second_edition_final_trains_as_it_was_tuned(tuning, final, tmp_path):
+    """Only the rates (from the tuned file), the seeds and the folder differ between stage 2 and stage 3."""
+    tuned = composed([f"experiment={tuning}"])
+    table = composed([f"experiment={final}"] + stand_in_tuned_file(tmp_path, final))
+    assert table["train"].pop("tuned_file") and tuned["train"].pop("tuned_file") is None
+    assert table["train"] == tuned["train"] and table["model"] == tuned["model"] and table["data"] == tuned["data"]
+    tuned_sweep, final_sweep = sweep_of(tuning), sweep_of(final)
+    assert final_sweep["task"] == tuned_sweep["task"] and final_sweep["variant"] == tuned_sweep["variant"]
+    assert final_sweep["train.lr_factor"] == ["1"] and "0" not in final_sweep["seed"] and len(final_sweep["seed"]) == 5
+
+
 def test_progress_counts_a_sweep_and_sees_what_is_done(tmp_path):
     sweep = ["experiment=rank_sweep", "variant=lora,head", "rank=4,8", f"results.dir={tmp_path}"]
     done, missing = progress.progress(sweep)
