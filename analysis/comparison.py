@@ -105,7 +105,8 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     ``metric``, ``n_seeds``, ``n_examples``, ``mean`` and ``mean_reference`` (×100, over all the cells'
     ok runs), ``difference`` (mean over paired seeds of variant - reference, ×100), ``ci_low``,
     ``ci_high`` (the ``level`` interval), ``p_value`` (two-sided, for "no difference"), ``p_holm``
-    (Holm over every row with a p-value), ``tost_equivalent`` (TOST within ±margin), ``verdict``,
+    (Holm over every row with a p-value), ``detectable`` (the smallest true difference the test would
+    find with 80 % power, ``stats.PairedBootstrap.detectable``), ``tost_equivalent`` (TOST within ±margin), ``verdict``,
     ``runs``, ``collapsed`` (runs judged collapsed, of ``collapse_known`` that could be judged),
     ``collapse_rate``, ``collapse_low``, ``collapse_high`` (Clopper–Pearson, ``level``),
     ``mean_without_collapsed`` and ``note``.
@@ -197,7 +198,7 @@ def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, se
     row = {**{key: first[key] for key in keys}, "task": task, "baseline": bool(first.get("baseline", False)),
            "reference": "–", "metric": metric,
            "n_seeds": 0, "n_examples": 0, "mean": np.nan, "mean_reference": np.nan, "difference": np.nan,
-           "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "verdict": None, "tost_equivalent": False,
+           "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "detectable": np.nan, "verdict": None, "tost_equivalent": False,
            "note": ""}
     scores, collapse = _run_scores(cell, metric, index, split)
     row.update(_collapse_summary(scores, collapse, level))
@@ -222,7 +223,7 @@ def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, se
                                     seed=seed).scaled(100)
     low, high = result.interval(level, method)
     row.update(n_seeds=result.n_seeds, n_examples=len(labels), difference=result.difference, ci_low=low,
-               ci_high=high, p_value=result.p_value(method),
+               ci_high=high, p_value=result.p_value(method), detectable=result.detectable(level, method=method),
                tost_equivalent=result.equivalent(margin, alpha=1 - level, method=method))
     if result.n_seeds == 1:
         row["note"] = "; ".join(filter(None, [row["note"], "one paired seed: the interval leaves out "
@@ -367,6 +368,7 @@ def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
             f"Δ ×100 [{100 * level:g} % CI]": "–" if np.isnan(row["difference"]) else
             f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
             "p": _p(row["p_value"]), "p (Holm)": _p(row["p_holm"]), "verdict": row["verdict"],
+            "detectable (80 % power)": _number(row["detectable"], 1),
             "collapsed [CP CI]": "–" if not row["collapse_known"] else
             f"{row['collapsed']}/{row['collapse_known']} [{row['collapse_low']:.2f}, {row['collapse_high']:.2f}]",
             "mean": _number(row["mean"], 1), "mean w/o collapsed": _number(row["mean_without_collapsed"], 1),
@@ -375,7 +377,7 @@ def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 
 _COMPARE_COLUMNS = ("task", "baseline", "reference", "metric", "n_seeds", "n_examples", "mean",
-                    "mean_reference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict", "runs", "collapsed",
+                    "mean_reference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "detectable", "verdict", "runs", "collapsed",
                     "collapse_known", "collapse_rate", "collapse_low", "collapse_high",
                     "mean_without_collapsed", "tost_equivalent", "note")
 

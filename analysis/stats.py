@@ -201,6 +201,18 @@ class PairedBootstrap:
             return 1.0 if self.difference == 0 else 0.0
         return float(2 * student_t.sf(abs(self.difference) / error, degrees))
 
+    def detectable(self, level: float = 0.95, power: float = 0.8, method: str = "t") -> float:
+        """The smallest true difference this comparison would call non-zero (two-sided, at ``level``)
+        with probability ``power``: (quantile at (1 + level) / 2 + quantile at ``power``) × standard
+        error, the minimum detectable effect of a t-test. "t": the standard error and degrees of freedom
+        of ``t_parts``; "percentile": the standard deviation of the hierarchical ``replicates`` and normal
+        quantiles. Unadjusted for multiple comparisons (Holm asks for more)."""
+        if _method(method) == "percentile":
+            error, degrees = float(np.std(self.replicates, ddof=1)), np.inf
+        else:
+            error, degrees = self.t_parts()
+        return float((student_t.ppf(0.5 + level / 2, degrees) + student_t.ppf(power, degrees)) * error)
+
     def equivalent(self, margin: float, alpha: float = 0.05, method: str = "t") -> bool:
         """TOST: both one-sided tests (difference > -margin, difference < +margin) reject at ``alpha``,
         i.e. the (1 - 2·alpha) interval (90 % by default) lies strictly inside ±margin (same units as

@@ -50,12 +50,18 @@ def _rounded(value: float) -> float:
 
 def resolved_learning_rates(train: dict, variant: str, task: str) -> dict:
     """``train`` with ``tuned_file`` (a YAML written by ``python -m experiments.tune``: task -> variant ->
-    {lr, head_lr}) and ``lr_factor`` (a multiplier of lr and head_lr) applied, both reset to neutral."""
+    {lr, head_lr}; ``tuned_variant``, when set, names the variant whose rates to take instead of the
+    run's own) and ``lr_factor`` (a multiplier of lr and head_lr) applied, all reset to neutral."""
     train = dict(train)
+    if train.get("tuned_variant"):
+        if not train.get("tuned_file"):
+            raise ValueError(f"train.tuned_variant={train['tuned_variant']!r} needs train.tuned_file (the rates "
+                             "to take from it)")
+        variants.lookup(train["tuned_variant"])  # an unknown name fails here, naming the choices
     if train.get("tuned_file"):
         from .tune import tuned_setting
 
-        train.update(tuned_setting(train["tuned_file"], variant, task))
+        train.update(tuned_setting(train["tuned_file"], train.get("tuned_variant") or variant, task))
     factor = train.get("lr_factor", 1)
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
         raise ValueError(f"train.lr_factor must be a number > 0, got {factor!r}")
@@ -65,6 +71,7 @@ def resolved_learning_rates(train: dict, variant: str, task: str) -> dict:
                 train[key] = _rounded(train[key] * factor)
     if "lr_factor" in train:
         train["lr_factor"] = 1
-    if "tuned_file" in train:
-        train["tuned_file"] = None
+    for key in ("tuned_file", "tuned_variant"):
+        if key in train:
+            train[key] = None
     return train

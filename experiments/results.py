@@ -25,7 +25,7 @@ NOT_HASHED_DATA = ("glue_dir",)
 #: hash of a configuration that does not use it (committed records stay recognised). Dotted paths.
 HASH_NEUTRAL: dict[str, tuple] = {
     "data.selection_fraction": (None,), "data.selection_seed": (0,),
-    "train.lr_factor": (1, 1.0), "train.tuned_file": (None,),
+    "train.lr_factor": (1, 1.0), "train.tuned_file": (None,), "train.tuned_variant": (None,),
 }
 PREDICTIONS_SUFFIX = ".predictions.parquet"
 

@@ -98,6 +98,19 @@ def test_second_edition_final_trains_as_it_was_tuned(tuning, final, tmp_path):
     assert final_sweep["train.lr_factor"] == ["1"] and "0" not in final_sweep["seed"] and len(final_sweep["seed"]) == 5
 
 
+def test_second_edition_rank_study_gives_lora_and_rslora_one_rate_across_ranks(tmp_path):
+    """Stage 4: both variants at LoRA's tuned rate, trained as stage 2 trained, r from 4 to 256."""
+    tuned = composed(["experiment=second_edition_tuning"])
+    study = composed(["experiment=second_edition_rank"] + stand_in_tuned_file(tmp_path, "second_edition_rank"))
+    assert study["train"].pop("tuned_file") and study["train"].pop("tuned_variant") == "lora"
+    tuned["train"].pop("tuned_file"), tuned["train"].pop("tuned_variant")
+    assert study["train"] == tuned["train"] and study["model"] == tuned["model"] and study["data"] == tuned["data"]
+    sweep = sweep_of("second_edition_rank")
+    assert sweep["variant"] == ["lora", "rslora"] and sweep["task"] == ["mrpc"] and study["alpha"] == 16
+    assert [int(r) for r in sweep["rank"]] == [4, 16, 64, 256] and len(sweep["seed"]) == 3 and "0" not in sweep["seed"]
+    assert study["results"]["dir"] == "results/second_edition/rank"
+
+
 def test_progress_counts_a_sweep_and_sees_what_is_done(tmp_path):
     sweep = ["experiment=rank_sweep", "variant=lora,head", "rank=4,8", f"results.dir={tmp_path}"]
     done, missing = progress.progress(sweep)

@@ -189,7 +189,7 @@ def test_new_settings_at_their_defaults_keep_the_old_hashes():
     cfg = normalized(composed("variant=vera", "task=mrpc"))
     old = json.loads(json.dumps(cfg))
     for section, key in (("data", "selection_fraction"), ("data", "selection_seed"), ("train", "lr_factor"),
-                         ("train", "tuned_file")):
+                         ("train", "tuned_file"), ("train", "tuned_variant")):
         del old[section][key]
     assert results.config_hash(cfg) == results.config_hash(old)
 
@@ -213,6 +213,21 @@ def test_a_tuned_file_is_hashed_as_the_learning_rate_it_names(tmp_path):
     assert results.config_hash(tuned) == results.config_hash(normalized(composed("train.lr=1e-3")))
     with pytest.raises(ValueError, match="no setting for variant 'dora' on task 'demo'; it has demo/lora"):
         normalized(composed("variant=dora", f"train.tuned_file={path}"))
+
+
+def test_a_run_can_take_another_variants_tuned_rate(tmp_path):
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump({"demo": {"lora": {"lr": 1e-3, "head_lr": 4e-3}, "rslora": {"lr": 3e-4, "head_lr": None}}}))
+    borrowed = normalized(composed("variant=rslora", f"train.tuned_file={path}", "train.tuned_variant=lora"))
+    assert (borrowed["train"]["lr"], borrowed["train"]["head_lr"], borrowed["train"]["tuned_variant"]) == (1e-3, 4e-3, None)
+    own = normalized(composed("variant=rslora", f"train.tuned_file={path}"))
+    assert own["train"]["lr"] == 3e-4
+    assert results.config_hash(borrowed) == results.config_hash(
+        normalized(composed("variant=rslora", "train.lr=1e-3", "train.head_lr=4e-3")))
+    with pytest.raises(ValueError, match="unknown variant 'lroa'; available: .*lora"):
+        normalized(composed(f"train.tuned_file={path}", "train.tuned_variant=lroa"))
+    with pytest.raises(ValueError, match="train.tuned_variant='lora' needs train.tuned_file"):
+        normalized(composed("train.tuned_variant=lora"))
 
 
 # -- the tuning rule -----------------------------------------------------------------------------------

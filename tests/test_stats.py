@@ -121,6 +121,21 @@ def test_t_interval_combines_the_seed_and_example_parts():
     assert low == pytest.approx(2 - high)
 
 
+def test_a_planted_difference_of_the_detectable_size_is_found_80_percent_of_the_time():
+    """5 seeds, per-seed differences N(delta, 1), no example noise: at delta = (t_0.975 + t_0.8) (4 df)
+    / sqrt(5) the t-test rejects with probability 0.79 (noncentral t), and ``detectable`` read off
+    each study estimates delta (its median is about 0.92 delta: the median sample sd of 5 normals)."""
+    rng = np.random.default_rng(4)
+    delta = (2.776445 + 0.940965) / np.sqrt(5)
+    studies = [stats.PairedBootstrap(0.0, rng.normal(delta, 1.0, 5), np.zeros(2), np.zeros(1)) for _ in range(2000)]
+    studies = [stats.PairedBootstrap(float(s.per_seed.mean()), s.per_seed, s.replicates, s.example_replicates)
+               for s in studies]
+    power = np.mean([study.p_value() < 0.05 for study in studies])
+    assert 0.75 <= power <= 0.83  # 2000 studies: binomial standard error 0.9 points
+    assert 0.85 * delta <= np.median([study.detectable() for study in studies]) <= 0.98 * delta
+    assert studies[0].detectable(power=0.5) < studies[0].detectable()  # more power needs a larger difference
+
+
 def test_bootstrap_p_value_and_percentile_interval_by_hand():
     replicates = np.array([-1.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5])
     assert stats.bootstrap_p_value(replicates) == pytest.approx(2 * 2 / 11)  # one at or below 0, +1
@@ -233,6 +248,7 @@ def test_compare_difference_is_the_paired_mean_of_record_scores(study, table):
         assert row.n_seeds == len(seeds)
         assert row.difference == pytest.approx(100 * by_hand)
         assert row.ci_low <= row.difference <= row.ci_high
+        assert row.detectable > (row.ci_high - row.ci_low) / 2  # (t_0.975 + t_0.8) SE > t_0.975 SE
 
 
 def _reference_settings(row):
