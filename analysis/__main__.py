@@ -47,8 +47,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                              f"results/); any parent of runs/ folders works")
     parser.add_argument("--out", default=None, help="where figures go (default: RESULTS_FOLDER/figures)")
     parser.add_argument("--stat", default="mean±std", choices=tables.STATS,
-                        help="table cells: mean ± std over seeds (default; 'mean' means the same) "
-                             "or the median")
+                        help="table cells: mean ± std over seeds (default; 'mean' means the same), "
+                             "mean ± half the width of its 95%% t interval (mean±ci), or the median")
     parser.add_argument("--by", default=None,
                         help="comma-separated table rows, e.g. variant,rank (default: variant plus the "
                              "settings that vary)")
@@ -96,7 +96,8 @@ def run(arguments: argparse.Namespace) -> int:
     if by and "seed" in by:
         cells = "one seed per row"
     else:
-        cells = "median over seeds" if arguments.stat == "median" else "mean ± std over seeds"
+        cells = {"median": "median over seeds", "mean±ci": "mean ± 95 % t interval over seeds"}.get(
+            arguments.stat, "mean ± std over seeds")
     say(f"## Main metric per task ×100 ({cells})\n")
     say(tables.to_markdown(tables.variant_task_table(df, stat=arguments.stat, by=by)))
     say("\n## Cost (median over all runs of a configuration)\n")

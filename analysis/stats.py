@@ -303,6 +303,17 @@ def bootstrap_p_value(replicates, null: float = 0.0) -> float:
     return float(min(1.0, 2 * min(below, above) / (values.size + 1)))
 
 
+def mean_interval_half_width(values, level: float = 0.95) -> float:
+    """Half the width of the t interval for the mean of ``values`` (t quantile, n - 1 degrees of
+    freedom, x sample std / sqrt(n)); NaN with fewer than two values."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return float("nan")
+    error = float(np.std(values, ddof=1)) / np.sqrt(len(values))
+    return float(student_t.ppf(0.5 + level / 2, len(values) - 1)) * error
+
+
 def holm(p_values) -> np.ndarray:
     """Holm's step-down adjustment: the i-th smallest of m p-values becomes
     max over j ≤ i of min(1, (m - j + 1) · p_(j)). NaNs stay NaN and do not count in m."""

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .stats import mean_interval_half_width
+
 #: environment variable naming the results folder that ``load_results()`` reads by default
 RESULTS_DIR_VARIABLE = "RESULTS_DIR"
 DEFAULT_RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
@@ -32,7 +34,7 @@ RECORD_FIELDS = ("config_hash", "status", "error", "timestamp", "git_commit", "e
                  "baseline", "task", *CONFIG_FIELDS[2:], "seed", "main_metric", "main_score", "eval_loss",
                  "trainable_params", "total_params", "adapter_bytes", "train_seconds", "steps",
                  "seconds_per_step", "peak_memory_mb", "device", "learning_curve", "config")
-STATS = ("mean±std", "mean", "median")  # "mean" is short for "mean±std"
+STATS = ("mean±std", "mean", "mean±ci", "median")  # "mean" is short for "mean±std"
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -130,7 +132,8 @@ def metric_column(df: pd.DataFrame, metric: str) -> str:
 
 def summarize(df: pd.DataFrame, by: list[str] | str | None = None, metric: str = "main_score"
               ) -> pd.DataFrame:
-    """Per configuration (``by``) and task: number of seeds, mean, std (ddof=1), median of ``metric``.
+    """Per configuration (``by``) and task: number of seeds, mean, std (ddof=1), ``ci`` (half the
+    width of the 95 % t interval for the mean over seeds), median of ``metric``.
 
     Only ``status == "ok"`` runs count. ``by`` defaults to :func:`default_grouping`. Also gives the
     median ``trainable_params`` and the task's ``main_metric``. Warns when a cell holds two runs with
@@ -151,7 +154,7 @@ def summarize(df: pd.DataFrame, by: list[str] | str | None = None, metric: str =
         rows.append({**where,
                      "main_metric": ", ".join(sorted(cell["main_metric"].dropna().astype(str).unique())),
                      "n": len(scores), "mean": scores.mean(), "std": scores.std(ddof=1),
-                     "median": scores.median(),
+                     "ci": mean_interval_half_width(scores), "median": scores.median(),
                      "trainable_params": cell["trainable_params"].astype(float).median()})
     if pooled:
         differing = sorted({c for columns in pooled.values() for c in columns})
@@ -243,7 +246,8 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
     """The LoRA paper's Table 2 layout: one row per configuration, one column per task, Avg. last.
 
     Cells are ``metric`` x ``scale`` over seeds: ``"84.2 ± 0.6"`` (mean ± sample std; the mean alone
-    for a single seed) with ``stat="mean±std"`` (or ``"mean"``), or ``"84.2"`` with ``stat="median"``.
+    for a single seed) with ``stat="mean±std"`` (or ``"mean"``), the mean ± half the width of its 95 %
+    t interval over seeds with ``stat="mean±ci"``, or ``"84.2"`` with ``stat="median"``.
     A cell with fewer seeds than the table's fullest cell says how many: ``"84.2 ± 0.6 (n=2)"``.
     Avg. is the mean over tasks of the cells' means (or medians); "–" when a row lacks some task.
     Rows are ``by`` (default: variant, plus rank/alpha/target_modules/... where they vary); baselines
@@ -271,7 +275,7 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
                 row[headers[task]] = "–"
                 continue
             centres[task] = cell[centre].iloc[0] * scale
-            spread = cell["std"].iloc[0] * scale
+            spread = cell["ci" if stat == "mean±ci" else "std"].iloc[0] * scale
             row[headers[task]] = _format_cell(centres[task], None if stat == "median" else spread,
                                               decimals)
             if seeds < most_seeds:

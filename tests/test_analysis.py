@@ -150,6 +150,22 @@ def test_median_table_and_grouping_by_variant_only(results, df):
         analysis.variant_task_table(df, by=["variant", "learning_rate"])
 
 
+def test_mean_ci_cells_are_the_t_interval_over_seeds(results, df):
+    _, records = results
+    t_975 = {1: 12.7062, 2: 4.3027}  # Student t quantiles (0.975) for 1 and 2 degrees of freedom
+    table = analysis.variant_task_table(df, stat="mean±ci")
+    for variant, rank, alpha in [("lora", 4, 16.0), ("dora", 8, 16.0)]:
+        row = table[(table.variant == variant) & (table["rank"] == str(rank))
+                    & (table["alpha"] == f"{alpha:g}")].iloc[0]
+        for task, header in [("mrpc", "mrpc (accuracy)"), ("rte", "rte (accuracy)")]:
+            scores = hand_cell(records, variant, task, rank, alpha)
+            half = t_975[len(scores) - 1] * statistics.stdev(scores) / np.sqrt(len(scores))
+            assert row[header].split(" (n=")[0] == f"{100 * statistics.mean(scores):.1f} ± {100 * half:.1f}"
+    assert np.isnan(analysis.stats.mean_interval_half_width([0.5]))
+    assert analysis.stats.mean_interval_half_width([0.80, 0.82, 0.84]) == pytest.approx(
+        4.3027 * 0.02 / np.sqrt(3), rel=1e-4)
+
+
 def test_to_markdown_is_a_well_formed_table(df):
     table = analysis.variant_task_table(df)
     lines = analysis.to_markdown(table).splitlines()
