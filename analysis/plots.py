@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
-from scipy.stats import t as student_t
 
 from .tables import (baseline_variants, default_grouping, metric_column, ok_runs, ordered_tasks,
                      ordered_variants, sorted_rows, summarize)
@@ -96,15 +95,6 @@ def config_label(row: pd.Series | dict, keys: list[str], baselines=()) -> str:
     return " ".join(parts)
 
 
-def seed_interval(summary: pd.DataFrame, level: float = 0.95) -> pd.Series:
-    """Half-width of the ``level`` confidence interval of each mean over seeds (``summarize``'s rows):
-    t quantile (n - 1 degrees of freedom) × std / √n; 0 where a cell has a single seed."""
-    n = summary["n"].to_numpy(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = student_t.ppf(0.5 + level / 2, n - 1) * summary["std"].to_numpy(float) / np.sqrt(n)
-    return pd.Series(np.where(n > 1, np.nan_to_num(half), 0.0), index=summary.index)
-
-
 def _short_count(value: float) -> str:
     """Axis labels for parameter counts: 500, 20K, 1M, 2.5M."""
     for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
@@ -161,7 +151,7 @@ def plot_metric_vs_params(df: pd.DataFrame, task: str | None = None, metric: str
     runs, task = _task_runs(df, task)
     keys = _configurations(runs, by)
     points = summarize(runs, by=keys, metric=metric)
-    points = points.assign(score=points["mean"] * scale, spread=seed_interval(points) * scale)
+    points = points.assign(score=points["mean"] * scale, spread=points["ci"].fillna(0.0) * scale)
     points = points.dropna(subset=["trainable_params", "score"])
     if points.empty:
         raise NoDataError(f"no run on {task} recorded both trainable_params and a score")
@@ -249,7 +239,7 @@ def _sweep_figure(df, task, *, x, fixed, fixed_value, variants, metric, scale) -
         style = styles[lines_drawn.get(variant, 0) % len(styles)]
         lines_drawn[variant] = lines_drawn.get(variant, 0) + 1
         ticks.update(line[x].astype(float))
-        ax.errorbar(line[x], line["mean"] * scale, yerr=seed_interval(line) * scale, marker="o",
+        ax.errorbar(line[x], line["mean"] * scale, yerr=line["ci"].fillna(0.0) * scale, marker="o",
                     capsize=3, color=variant_color(variant, df), linestyle=style,
                     label=config_label(line.iloc[0], line_keys, baseline_variants(runs)))
     ax.set_xscale("log", base=2)
