@@ -100,6 +100,11 @@ def run(arguments: argparse.Namespace) -> int:
             arguments.stat, "mean ± std over seeds")
     say(f"## Main metric per task ×100 ({cells})\n")
     say(tables.to_markdown(tables.variant_task_table(df, stat=arguments.stat, by=by)))
+    collapses = comparison.collapse_table(df, comparison.load_predictions(df), by=by, split=arguments.split)
+    if (collapses[[task for task in tables.ordered_tasks(ok["task"].dropna())]] != "–").to_numpy().any():
+        say(f"\n## Collapsed runs per cell (of those that could be judged: final training loss not below the "
+            f"constant predictor's, or a {arguments.split} score no better than it)\n")
+        say(tables.to_markdown(collapses))
     say("\n## Cost (median over all runs of a configuration)\n")
     say(tables.to_markdown(tables.cost_table(df, by=by)))
     failed = df[df["status"] != "ok"]

@@ -192,8 +192,7 @@ class _PredictionIndex:
 
 
 def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, seed, level, method) -> dict:
-    metric = stats.metric_of(str(cell["main_metric"].dropna().iloc[0]) if cell["main_metric"].notna().any()
-                             else "accuracy")
+    metric = _metric_of(cell)
     first = cell.iloc[0]
     row = {**{key: first[key] for key in keys}, "task": task, "baseline": bool(first.get("baseline", False)),
            "reference": "–", "metric": metric,
@@ -342,6 +341,36 @@ def _as_arrays(metric, predictions: pd.DataFrame):
     if metric is not None and metric not in stats.REGRESSION_METRICS:
         labels, predicted = labels.astype(np.int64), predicted.astype(np.int64)
     return labels, predicted
+
+
+def collapse_table(df: pd.DataFrame, predictions: pd.DataFrame | None = None, by: list[str] | str | None = None,
+                   split: str = "validation") -> pd.DataFrame:
+    """How many runs of each cell collapsed: one row per configuration (``by``, default
+    ``default_grouping(df)``, the rows of the results table), one column per task, cells ``"1/5"``
+    (collapsed / runs that could be judged, ``stats.collapsed``: final training loss not below the
+    constant predictor's, or a score on ``split`` no better than it; "–" where none could be judged).
+    Scores come from ``predictions`` where a run has them, else from its record."""
+    runs = ok_runs(df)
+    if runs.empty:
+        raise ValueError("no successful runs (status == 'ok') to count collapses in")
+    keys = default_grouping(df) if by is None else [by] if isinstance(by, str) else list(by)
+    index = _PredictionIndex(predictions, split)
+    rows = {}
+    for task in ordered_tasks(runs["task"].dropna()):
+        task_runs = runs[runs["task"] == task]
+        for values, cell in sorted_rows(task_runs, keys, runs).groupby(keys, dropna=False, sort=False):
+            values = values if isinstance(values, tuple) else (values,)
+            _, collapse = _run_scores(cell, _metric_of(cell), index, split)
+            known = ~np.isnan(collapse)
+            row = rows.setdefault(values, {key: _plain(value) for key, value in zip(keys, values)})
+            row[task] = f"{int(np.nansum(collapse))}/{int(known.sum())}" if known.any() else "–"
+    table = sorted_rows(pd.DataFrame(list(rows.values())), keys, runs).reset_index(drop=True)
+    return table.fillna("–")
+
+
+def _metric_of(cell) -> str:
+    recorded = cell["main_metric"].dropna()
+    return stats.metric_of(str(recorded.iloc[0]) if not recorded.empty else "accuracy")
 
 
 def _verdict(row, margin, level) -> str:

@@ -283,6 +283,23 @@ def test_compare_reports_the_planted_collapses(study, table):
     assert table.loc[table["variant"] == "full", "collapsed"].sum() == 0
 
 
+def test_collapse_table_counts_the_planted_collapses_in_every_cell(study, capsys):
+    _, records, df, predictions = study
+    table = analysis.collapse_table(df, predictions)
+    assert list(table.columns) == ["variant", "rank", "alpha", "mrpc", "rte", "stsb"]
+    assert len(table) == len({(r["variant"], r["rank"], r["alpha"]) for r in records})
+    for row in table.to_dict("records"):
+        for task in ("mrpc", "rte", "stsb"):
+            runs = [r for r in records if r["status"] == "ok" and (r["variant"], r["task"], r["rank"], r["alpha"])
+                    == (row["variant"], task, row["rank"], row["alpha"])]
+            collapsed = sum((row["variant"], task, r["seed"], row["rank"], row["alpha"]) in COLLAPSED_RUNS
+                            for r in runs)
+            assert row[task] == (f"{collapsed}/{len(runs)}" if runs else "–")
+    from analysis.__main__ import main
+    assert main([str(study[0]), "--no-figures"]) == 0
+    assert "## Collapsed runs per cell" in capsys.readouterr().out
+
+
 def test_compare_on_planted_answers_better_and_equivalent():
     labels = np.array([0, 1] * 100)
     rng = np.random.default_rng(4)
