@@ -80,13 +80,14 @@ def test_second_edition_tuning_gives_every_variant_the_same_grid():
     main, sst2, rte = (sweep_of(p) for p in SECOND_EDITION_TUNING)
     assert sorted(main["variant"]) == sorted(p.stem for p in (CONF / "variant").glob("*.yaml"))
     assert sst2["variant"] == main["variant"] and sst2["train.lr_factor"] == main["train.lr_factor"]
-    assert rte["variant"] == ["lora", "full"] and rte["train.lr_factor"] == main["train.lr_factor"]
+    assert rte["variant"] == main["variant"] and rte["train.lr_factor"] == main["train.lr_factor"]
     assert (sst2["task"], rte["task"]) == (["sst2"], ["rte"]) and "sst2" not in main["task"]
     assert composed(["experiment=second_edition_tuning_sst2"])["data"]["max_train_samples"] == 8000
 
 
 @pytest.mark.parametrize("tuning, final", [("second_edition_tuning", "second_edition_final"),
-                                           ("second_edition_tuning_sst2", "second_edition_final_sst2")])
+                                           ("second_edition_tuning_sst2", "second_edition_final_sst2"),
+                                           ("second_edition_tuning_rte", "second_edition_final_rte")])
 def test_second_edition_final_trains_as_it_was_tuned(tuning, final, tmp_path):
     """Only the rates (from the tuned file), the seeds and the folder differ between stage 2 and stage 3."""
     tuned = composed([f"experiment={tuning}"])
