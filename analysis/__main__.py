@@ -100,7 +100,8 @@ def run(arguments: argparse.Namespace) -> int:
             arguments.stat, "mean ± std over seeds")
     say(f"## Main metric per task ×100 ({cells})\n")
     say(tables.to_markdown(tables.variant_task_table(df, stat=arguments.stat, by=by)))
-    collapses = comparison.collapse_table(df, comparison.load_predictions(df), by=by, split=arguments.split)
+    predictions = comparison.load_predictions(df)
+    collapses = comparison.collapse_table(df, predictions, by=by, split=arguments.split)
     if (collapses[[task for task in tables.ordered_tasks(ok["task"].dropna())]] != "–").to_numpy().any():
         say(f"\n## Collapsed runs per cell (of those that could be judged: final training loss not below the "
             f"constant predictor's, or a {arguments.split} score no better than it)\n")
@@ -112,7 +113,7 @@ def run(arguments: argparse.Namespace) -> int:
         say(f"\n## Failed runs ({len(failed)})\n")
         columns = [c for c in ("study", "variant", "task", "rank", "alpha", "seed", "error") if c in failed]
         say(tables.to_markdown(failed[columns]))
-    differences = compare(df, arguments, by) if arguments.compare else None
+    differences = compare(df, predictions, arguments, by) if arguments.compare else None
     if not arguments.no_figures:
         out = Path(arguments.out) if arguments.out else folder / "figures"
         write_figures(df, out, arguments.task)
@@ -122,9 +123,9 @@ def run(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def compare(df, arguments, by=None):
+def compare(df, predictions, arguments, by=None):
     """Print analysis.compare's table for ``--compare``; return it."""
-    table = comparison.compare(df, comparison.load_predictions(df), reference=arguments.compare,
+    table = comparison.compare(df, predictions, reference=arguments.compare,
                                split=arguments.split, margin=arguments.margin, n_boot=arguments.n_boot, by=by)
     say(f"\n## Paired differences to {arguments.compare} on {arguments.split} (×100; t interval from the "
         f"paired hierarchical bootstrap, {arguments.n_boot} replicates; Holm over the table; equivalence "

@@ -24,8 +24,8 @@ from matplotlib.figure import Figure
 
 from . import stats
 from .plots import config_label, variant_color
-from .tables import DEFAULT_RESULTS_DIR, RESULTS_DIR_VARIABLE, sorted_rows, default_grouping, load_results, ok_runs, \
-    ordered_tasks
+from .tables import DEFAULT_RESULTS_DIR, RESULTS_DIR_VARIABLE, _grouping, sorted_rows, load_results, \
+    ok_runs, ordered_tasks
 
 #: the columns of ``load_predictions`` before the logits
 PREDICTION_COLUMNS = ("study", "config_hash", "split", "example", "label", "prediction")
@@ -126,10 +126,7 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     runs = ok_runs(df)
     if runs.empty:
         raise ValueError("no successful runs (status == 'ok') to compare")
-    keys = default_grouping(df) if by is None else [by] if isinstance(by, str) else list(by)
-    missing = [key for key in keys if key not in runs]
-    if missing:
-        raise ValueError(f"unknown grouping column(s) {missing}; choose among {list(runs.columns)}")
+    keys = _grouping(df, by)
     is_reference = _reference_mask(runs, reference)
     index = _PredictionIndex(predictions, split)
     rows = []
@@ -353,7 +350,7 @@ def collapse_table(df: pd.DataFrame, predictions: pd.DataFrame | None = None, by
     runs = ok_runs(df)
     if runs.empty:
         raise ValueError("no successful runs (status == 'ok') to count collapses in")
-    keys = default_grouping(df) if by is None else [by] if isinstance(by, str) else list(by)
+    keys = _grouping(df, by)
     index = _PredictionIndex(predictions, split)
     rows = {}
     for task in ordered_tasks(runs["task"].dropna()):
