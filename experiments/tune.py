@@ -135,6 +135,22 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def chosen_markdown(rows: list[dict]) -> str:
+    """The chosen rows as one variant x task table, each cell "lr (median selection score x 100)", marked
+    "edge" where the chosen lr is at an end of its grid: the compact form of what tuned_settings writes."""
+    chosen = {(row["variant"], row["task"]): row for row in rows if row["chosen"]}
+    tasks = sorted({task for _, task in chosen})
+    lines = ["| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for variant in sorted({variant for variant, _ in chosen}):
+        cells = []
+        for task in tasks:
+            row = chosen.get((variant, task))
+            cells.append("" if row is None else f"{row['lr']:g} ({100 * row['median']:.1f})"
+                         + (", edge" if row["edge"] else ""))
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def warnings_for(rows: list[dict]) -> list[str]:
     notes = []
     for row in rows:
@@ -168,6 +184,8 @@ def main(argv=None) -> int:
               "data.selection_fraction set, e.g. experiment=tune_lr)", file=sys.stderr)
         return 2
     print(markdown(rows))
+    print("\nChosen lr (median selection score ×100) per variant and task:\n")
+    print(chosen_markdown(rows))
     for note in warnings_for(rows):
         print(f"warning: {note}", file=sys.stderr)
     out = Path(args.out)

@@ -272,6 +272,8 @@ def test_the_tuning_command_prints_its_table_warns_and_writes_what_a_final_run_r
     printed = capsys.readouterr()
     assert "| mrpc | lora | 0.0002 |  | 3 | 79.00 |" in printed.out and "at the highest lr" in printed.out
     assert "dora on mrpc: the chosen lr 0.0004 is the highest of its grid" in printed.err
+    assert "| variant | mrpc |" in printed.out
+    assert "| dora | 0.0004 (81.0), edge |" in printed.out and "| lora | 0.0002 (79.0) |" in printed.out
     assert tune.tuned_setting(out, "lora", "mrpc") == {"lr": 2e-4, "head_lr": None}
     cfg = normalized(composed("task=mrpc", "variant=dora", f"train.tuned_file={out}"))
     assert cfg["train"]["lr"] == 4e-4
