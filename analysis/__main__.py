@@ -51,7 +51,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                              "mean ± half the width of its 95%% t interval (mean±ci), or the median")
     parser.add_argument("--by", default=None,
                         help="comma-separated table rows, e.g. variant,rank (default: variant plus the "
-                             "settings that vary)")
+                             "settings that vary within a variant on one task; a rate tuned per task "
+                             "does not split rows)")
     parser.add_argument("--task", action="append", default=None,
                         help="draw figures for this task only (repeatable; default: every task)")
     parser.add_argument("--no-figures", action="store_true", help="print the tables only")

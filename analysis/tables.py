@@ -112,11 +112,14 @@ def ok_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_grouping(df: pd.DataFrame) -> list[str]:
-    """``variant`` plus the settings among ``GROUPING_CANDIDATES`` that vary within some variant."""
+    """``variant`` plus the settings among ``GROUPING_CANDIDATES`` that vary within some variant on one
+    task. A setting that differs only from task to task (a learning rate tuned per task, as in a final
+    table) is part of that variant's cell, not a second configuration, so it does not split rows."""
     runs = ok_runs(df)
     keys = ["variant"]
+    cells = ["variant", "task"] if "task" in runs else ["variant"]
     for column in GROUPING_CANDIDATES:
-        if column in runs and (runs.groupby("variant")[column].nunique(dropna=False) > 1).any():
+        if column in runs and (runs.groupby(cells)[column].nunique(dropna=False) > 1).any():
             keys.append(column)
     return keys
 

@@ -104,6 +104,16 @@ def test_summary_matches_hand_computed_statistics(results, df):
     assert failed_cell["n"].item() == 2  # one of its three seeds failed and is left out
 
 
+def test_a_setting_tuned_per_task_does_not_split_rows_but_one_swept_within_a_task_does():
+    def runs(lrs):  # (variant, task, lr) -> two seeds each
+        return pd.DataFrame([{"status": "ok", "variant": v, "task": t, "lr": lr, "seed": seed}
+                             for v, t, lr in lrs for seed in (1, 2)])
+    tuned = runs([("lora", "mrpc", 2e-3), ("lora", "cola", 1e-3), ("full", "mrpc", 1e-4), ("full", "cola", 5e-5)])
+    assert analysis.default_grouping(tuned) == ["variant"]
+    swept = runs([("lora", "mrpc", 2e-3), ("lora", "mrpc", 1e-3), ("full", "mrpc", 1e-4)])
+    assert analysis.default_grouping(swept) == ["variant", "lr"]
+
+
 def test_variant_task_table_cells_are_mean_and_std_times_100(results, df):
     _, records = results
     table = analysis.variant_task_table(df)
