@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from variants.files import write_atomically
+
 SETTING = ("lr", "head_lr")
 #: record fields that must agree within one (task, variant), so that only the learning rate is chosen
 FIXED = ("model", "pooling", "rank", "alpha", "target_modules", "dropout", "epochs", "max_steps", "batch_size",
@@ -193,7 +195,8 @@ def main(argv=None) -> int:
     header = (f"# Written by python -m experiments.tune {args.folder}: per task and variant, the learning\n"
               "# rate(s) with the best median selection score (the lowest within one standard error).\n"
               "# Read by train.tuned_file.\n")
-    out.write_text(header + yaml.safe_dump(tuned_settings(rows), sort_keys=True))
+    # atomically: a final run starting now reads the old file or the new one, never half of one
+    write_atomically(out, header + yaml.safe_dump(tuned_settings(rows), sort_keys=True))
     print(f"wrote {out}")
     return 0
 
