@@ -8,18 +8,20 @@
 
 Reads result records (JSON) and prediction sidecars (parquet) only: this package never imports torch (nor transformers, variants, experiments).
 Command line: ``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora]``;
-``python -m analysis report RESULTS_FOLDER --out report.html [--compare lora]`` writes one self-contained HTML report.
+``python -m analysis report RESULTS_FOLDER --out report.html [--compare lora]`` writes one self-contained HTML report;
+``python -m analysis claims CLAIMS.yaml`` tests published claims (``check_claims``, ``summarize_claims``).
 """
 from . import stats
 from .comparison import VERDICTS, collapse_table, compare, format_comparison, load_predictions, plot_differences
 from .plots import (NoDataError, pareto_front, plot_cost, plot_learning_curves, plot_metric_vs_alpha,
                     plot_metric_vs_params, plot_metric_vs_rank, save_figure)
+from .published_claims import check_claims, summarize_claims
 from .report import build_report, write_report
 from .tables import (cost_table, default_grouping, load_results, ok_runs, ordered_tasks,
                      ordered_variants, summarize, to_markdown, variant_task_table)
 
-__all__ = ["NoDataError", "VERDICTS", "build_report", "collapse_table", "compare", "cost_table", "default_grouping",
+__all__ = ["NoDataError", "VERDICTS", "build_report", "check_claims", "collapse_table", "compare", "cost_table", "default_grouping",
            "format_comparison", "load_predictions", "load_results", "ok_runs", "ordered_tasks", "ordered_variants",
            "pareto_front", "plot_cost", "plot_differences", "plot_learning_curves", "plot_metric_vs_alpha",
-           "plot_metric_vs_params", "plot_metric_vs_rank", "save_figure", "stats", "summarize", "to_markdown",
+           "plot_metric_vs_params", "plot_metric_vs_rank", "save_figure", "stats", "summarize", "summarize_claims", "to_markdown",
            "variant_task_table", "write_report"]

@@ -7,6 +7,9 @@ their forest plot.
 
 ``python -m analysis report RESULTS_FOLDER [--out report.html] [--compare VARIANT]`` writes one
 self-contained HTML report (see analysis/report.py) instead.
+
+``python -m analysis claims CLAIMS.yaml`` tests the published claims a claims file lists against the
+records it names (see analysis/published_claims.py): one verdict per claim, then the per-task rows.
 """
 from __future__ import annotations
 
@@ -70,6 +73,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["report"]:  # a results folder named "report" is ./report
         return report_main(argv[1:])
+    if argv[:1] == ["claims"]:
+        return claims_main(argv[1:])
     arguments = parse_arguments(argv)
     try:
         return run(arguments)
@@ -187,6 +192,28 @@ def report_main(argv) -> int:
         say(f"error: {error}", file=sys.stderr)
         return 2
     say(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, {len(df)} runs)")
+    return 0
+
+
+def claims_main(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis claims",
+                                     description="Test the published claims a claims file lists: "
+                                                 "confirmed, refuted or not resolved at this power.")
+    parser.add_argument("claims", help="the claims file (YAML; see analysis/published_claims.py)")
+    parser.add_argument("--n-boot", type=int, default=4000, help="bootstrap replicates (default: 4000)")
+    arguments = parser.parse_args(argv)
+    from . import published_claims
+
+    try:
+        table = published_claims.check_claims(arguments.claims, n_boot=arguments.n_boot)
+    except (FileNotFoundError, ValueError) as error:
+        say(f"error: {error}", file=sys.stderr)
+        return 2
+    say(f"# Published claims ({arguments.claims}; paired differences ×100, t intervals from the paired "
+        f"hierarchical bootstrap, {arguments.n_boot} replicates)\n")
+    say(tables.to_markdown(published_claims.summarize_claims(table)))
+    say("\n## Per task\n")
+    say(tables.to_markdown(published_claims.format_claims(table)))
     return 0
 
 

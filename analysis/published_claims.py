@@ -1,0 +1,238 @@
+"""Published claims, tested on a study's records: "confirmed", "refuted" or "not resolved at this power".
+
+    python -m analysis claims results/second_edition/published_claims.yaml
+
+The claims file (YAML) names each claim, its source, which results folder tests it (relative to the
+file), the two configurations it compares and how::
+
+    margin: 1.5                 # points ×100: "≈" means within ±margin
+    split: validation           # scored on dev (default)
+    claims:
+      - claim: LoRA matches full fine-tuning
+        source: Hu et al. 2021
+        results: final
+        variant: lora             # a variant name, or column values, e.g. {variant: rslora, rank: 256}
+        reference: full
+        test: equivalent          # equivalent | better | non-inferior
+
+Each claim is one ``analysis.compare`` per task (paired differences variant - reference with 95 % t
+intervals from the paired hierarchical bootstrap), judged per task:
+
+- ``better`` (variant > reference): confirmed when the 95 % interval lies above 0 and the p-value,
+  Holm-adjusted over every ``better`` row of the claims table, is below 0.05; refuted when the interval
+  lies below 0 (the variant is worse); otherwise not resolved.
+- ``equivalent`` (variant ≈ reference): confirmed when the 90 % interval lies inside ±margin (TOST at
+  5 % per side); refuted when the 95 % interval lies wholly outside ±margin; otherwise not resolved.
+- ``non-inferior`` (variant ≥ reference - margin): confirmed when the 95 % interval lies above -margin;
+  refuted when it lies below -margin; otherwise not resolved.
+
+A claim is confirmed when it is confirmed on every task it was tested on, refuted when it is refuted on
+at least one, and otherwise "not resolved at this power"; ``detectable`` is the largest over its tasks
+of the smallest true difference its test would find with 80 % power.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from . import stats
+from .comparison import compare, load_predictions
+from .plots import config_label
+from .tables import default_grouping, load_results, ok_runs
+
+#: how a claim compares its two configurations
+TESTS = ("better", "equivalent", "non-inferior")
+#: the keys a claim may hold, and those it must
+CLAIM_KEYS = ("claim", "source", "results", "variant", "reference", "test", "margin", "split")
+REQUIRED_KEYS = ("claim", "source", "results", "variant", "reference", "test")
+LEVEL = 0.95
+
+
+def load_claims(path: str | os.PathLike) -> tuple[list[dict], Path]:
+    """The claims of a claims file, each completed with the file's margin and split; and the folder
+    that their ``results`` are relative to. Raises ValueError naming what is wrong."""
+    path = Path(path)
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(content, dict) or not isinstance(content.get("claims"), list) or not content["claims"]:
+        raise ValueError(f"{path} must hold a non-empty list under 'claims:'")
+    defaults = {"margin": float(content.get("margin", 1.5)), "split": content.get("split", "validation")}
+    claims = []
+    for number, claim in enumerate(content["claims"], 1):
+        where = f"{path}, claim {number}"
+        if not isinstance(claim, dict):
+            raise ValueError(f"{where}: a claim is a mapping of {list(CLAIM_KEYS)}, got {claim!r}")
+        unknown = sorted(set(claim) - set(CLAIM_KEYS))
+        missing = [key for key in REQUIRED_KEYS if key not in claim]
+        if unknown or missing:
+            raise ValueError(f"{where}: unknown key(s) {unknown}, missing key(s) {missing}; "
+                             f"a claim holds {list(CLAIM_KEYS)} ({list(REQUIRED_KEYS)} required)")
+        if claim["test"] not in TESTS:
+            raise ValueError(f"{where}: unknown test {claim['test']!r}; choose among {list(TESTS)}")
+        for key in ("variant", "reference"):
+            if not isinstance(claim[key], (str, dict)) or not claim[key]:
+                raise ValueError(f"{where}: {key} must be a variant name or a mapping of column values, "
+                                 f"got {claim[key]!r}")
+        claims.append({**defaults, **claim})
+    return claims, path.parent
+
+
+def check_claims(path: str | os.PathLike, n_boot: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """One row per (claim, task, compared configuration): the paired difference and the verdict.
+
+    Columns: ``claim``, ``source``, ``test``, ``margin``, ``task``, ``configuration``, ``vs``,
+    ``n_seeds``, ``difference``, ``ci_low``, ``ci_high`` (95 %), ``ci90_low``, ``ci90_high``,
+    ``p_value`` (two-sided, no difference), ``p_holm`` (``better`` rows only), ``detectable``,
+    ``params_ratio`` (median trainable parameters of the reference over the variant's), ``verdict``
+    and ``note``."""
+    claims, base = load_claims(path)
+    loaded = {}
+    rows = []
+    for claim in claims:
+        folder = base / claim["results"]
+        if folder not in loaded:
+            df = load_results(folder) if folder.is_dir() else pd.DataFrame({"status": []})
+            loaded[folder] = (df, load_predictions(df) if not ok_runs(df).empty else None)
+        df, predictions = loaded[folder]
+        if predictions is None:  # a stage not run yet (or a misspelt folder: the note names it)
+            rows.append({**_row(claim), "verdict": "not tested", "note": f"no successful records under {folder}"})
+            continue
+        rows += _claim_rows(claim, df, predictions, n_boot, seed)
+    table = pd.DataFrame(rows)
+    better = table["test"] == "better"
+    table["p_holm"] = np.nan
+    table.loc[better, "p_holm"] = stats.holm(table.loc[better, "p_value"])
+    table["verdict"] = [row.verdict if isinstance(row.verdict, str) else task_verdict(row.test, row.ci_low, row.ci_high, row.ci90_low,
+                                                     row.ci90_high, row.p_holm, row.margin)
+                        for row in table.itertuples()]
+    return table
+
+
+def _claim_rows(claim, df, predictions, n_boot, seed) -> list[dict]:
+    reference = claim["reference"]
+    runs = ok_runs(df)
+    variant_mask, reference_mask = _matches(runs, claim["variant"]), _matches(runs, reference)
+    if not variant_mask.any() or not reference_mask.any():
+        name = "variant" if not variant_mask.any() else "reference"
+        raise ValueError(f"claim {claim['claim']!r}: no successful run matches its {name} {claim[name]!r}")
+    compared = runs[variant_mask | reference_mask]
+    named = [key for spec in (claim["variant"], reference) if isinstance(spec, dict) for key in spec]
+    by = list(dict.fromkeys([*default_grouping(compared), *named]))  # the named settings label the rows
+    table, table90 = (compare(compared, predictions, reference=reference, split=claim["split"],
+                              margin=claim["margin"], n_boot=n_boot, seed=seed, level=level, by=by)
+                      for level in (LEVEL, 2 * LEVEL - 1))  # the same bootstrap: 95 % and 90 % intervals
+    chosen = _matches(table, claim["variant"])
+    table, table90 = table[chosen], table90[chosen]
+    rows = []
+    for (_, row), (_, row90) in zip(table.iterrows(), table90.iterrows()):
+        has_difference = np.isfinite(row["difference"])
+        task_runs = runs[runs["task"] == row["task"]]
+        params = [task_runs.loc[_matches(task_runs, spec), "trainable_params"].median()
+                  for spec in (reference, claim["variant"])]
+        rows.append({**_row(claim), "task": row["task"], "configuration": config_label(row, by),
+                     "vs": row["reference"], "n_seeds": row["n_seeds"], "difference": row["difference"],
+                     "ci_low": row["ci_low"], "ci_high": row["ci_high"], "ci90_low": row90["ci_low"],
+                     "ci90_high": row90["ci_high"], "p_value": row["p_value"], "detectable": row["detectable"],
+                     "params_ratio": params[0] / params[1] if params[1] else np.nan,
+                     "verdict": None if has_difference else "not tested", "note": row["note"]})
+    if not rows:
+        raise ValueError(f"claim {claim['claim']!r}: nothing to compare (no task holds both "
+                         f"{claim['variant']!r} and {reference!r})")
+    return rows
+
+
+def _row(claim) -> dict:
+    """A claims-table row with the claim's own columns filled and its numbers missing."""
+    spec = claim["variant"]
+    return {"claim": claim["claim"], "source": claim["source"], "test": claim["test"], "margin": claim["margin"],
+            "task": "–", "configuration": spec if isinstance(spec, str) else config_label(spec, list(spec)),
+            "vs": claim["reference"] if isinstance(claim["reference"], str)
+            else config_label(claim["reference"], list(claim["reference"])),
+            "n_seeds": 0, "difference": np.nan, "ci_low": np.nan, "ci_high": np.nan, "ci90_low": np.nan,
+            "ci90_high": np.nan, "p_value": np.nan, "detectable": np.nan, "params_ratio": np.nan,
+            "verdict": None, "note": ""}
+
+
+def task_verdict(test: str, ci_low: float, ci_high: float, ci90_low: float, ci90_high: float,
+                 p_holm: float, margin: float) -> str:
+    """One task's verdict on a claim (see the module docstring)."""
+    if test == "better":
+        if ci_low > 0 and p_holm < 1 - LEVEL:
+            return "confirmed"
+        return "refuted" if ci_high < 0 else "not resolved"
+    if test == "equivalent":
+        if -margin < ci90_low and ci90_high < margin:
+            return "confirmed"
+        return "refuted" if ci_low > margin or ci_high < -margin else "not resolved"
+    if test == "non-inferior":
+        if ci_low > -margin:
+            return "confirmed"
+        return "refuted" if ci_high < -margin else "not resolved"
+    raise ValueError(f"unknown test {test!r}; choose among {list(TESTS)}")
+
+
+def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: its overall verdict, how its tasks went, and the largest detectable difference."""
+    rows = []
+    for claim, rows_of_claim in table.groupby("claim", sort=False):
+        verdicts = rows_of_claim["verdict"]
+        tested = verdicts[verdicts != "not tested"]
+        refuted = rows_of_claim.loc[verdicts == "refuted", "task"].tolist()
+        if tested.empty:
+            overall = "not tested"
+        elif refuted:
+            overall = "refuted"
+        elif (tested == "confirmed").all():
+            overall = "confirmed"
+        else:
+            overall = "not resolved at this power"
+        counts = ", ".join(f"{(verdicts == v).sum()} {v}" for v in ("confirmed", "refuted", "not resolved",
+                                                                     "not tested") if (verdicts == v).any())
+        first = rows_of_claim.iloc[0]
+        symbol = {"better": ">", "equivalent": "≈", "non-inferior": "≥"}[first["test"]]
+        rows.append({"claim": claim, "source": first["source"],
+                     "tested as": f"{first['configuration']} {symbol} {first['vs']}"
+                                  + ("" if first["test"] == "better" else f" (margin ±{first['margin']:g})"),
+                     "verdict": overall, "tasks": counts,
+                     "refuted on": ", ".join(refuted) or "–",
+                     "detectable (80 % power)": _number(rows_of_claim["detectable"].max(), 1),
+                     "params ratio": _number(rows_of_claim["params_ratio"].median(), 1)})
+    return pd.DataFrame(rows)
+
+
+def format_claims(table: pd.DataFrame) -> pd.DataFrame:
+    """``check_claims``'s table for reading: one line per (claim, task)."""
+    rows = []
+    for _, row in table.iterrows():
+        rows.append({"claim": row["claim"], "task": row["task"],
+                     "compared": f"{row['configuration']} vs {row['vs']}", "seeds": int(row["n_seeds"]),
+                     "Δ ×100 [95 % CI]": "–" if not np.isfinite(row["difference"]) else
+                     f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
+                     "90 % CI": "–" if not np.isfinite(row["ci90_low"]) else
+                     f"[{row['ci90_low']:+.1f}, {row['ci90_high']:+.1f}]",
+                     "p (Holm)": "–" if not np.isfinite(row["p_holm"]) else
+                     ("<0.001" if row["p_holm"] < 0.001 else f"{row['p_holm']:.3f}"),
+                     "detectable": _number(row["detectable"], 1), "verdict": row["verdict"],
+                     "note": row["note"] if isinstance(row["note"], str) else ""})
+    return pd.DataFrame(rows)
+
+
+def _matches(frame: pd.DataFrame, spec) -> pd.Series:
+    """Rows of ``frame`` that a claim's variant or reference names: a variant name, or column values."""
+    spec = {"variant": spec} if isinstance(spec, str) else spec
+    mask = pd.Series(True, index=frame.index)
+    for key, value in spec.items():
+        if key not in frame:
+            raise ValueError(f"unknown column {key!r} in {spec}; choose among {sorted(frame.columns)}")
+        mask &= frame[key] == value
+    return mask
+
+
+def _number(value, decimals) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.{decimals}f}"

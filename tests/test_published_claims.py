@@ -1,0 +1,145 @@
+"""Published claims (analysis.published_claims): the verdict rules on planted intervals, the overall
+verdict of a claim from its tasks, the claims file's errors, and the whole command on a fake study with
+planted differences (full fine-tuning far above the head)."""
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import analysis
+from analysis import published_claims
+from analysis.__main__ import main
+from fake_records import trainable_params, write_fake_records
+
+
+@pytest.mark.parametrize("test, ci95, ci90, p_holm, expected", [
+    ("better", (0.5, 2.0), (0.7, 1.8), 0.01, "confirmed"),
+    ("better", (0.5, 2.0), (0.7, 1.8), 0.20, "not resolved"),  # above 0, but not after Holm
+    ("better", (-2.0, -0.5), (-1.8, -0.7), 0.01, "refuted"),
+    ("better", (-1.0, 1.0), (-0.8, 0.8), 0.90, "not resolved"),
+    ("equivalent", (-1.2, 1.2), (-1.0, 1.0), np.nan, "confirmed"),  # 90 % inside ±1.5
+    ("equivalent", (-1.6, 1.2), (-1.4, 1.0), np.nan, "confirmed"),  # only the 90 % one counts
+    ("equivalent", (-1.0, 2.0), (-0.8, 1.8), np.nan, "not resolved"),
+    ("equivalent", (1.6, 3.0), (1.8, 2.8), np.nan, "refuted"),  # wholly outside the margin
+    ("equivalent", (-4.0, -1.6), (-3.8, -1.8), np.nan, "refuted"),
+    ("non-inferior", (-1.4, 3.0), (-1.0, 2.6), np.nan, "confirmed"),
+    ("non-inferior", (-2.0, 1.0), (-1.8, 0.8), np.nan, "not resolved"),
+    ("non-inferior", (-4.0, -1.6), (-3.8, -1.8), np.nan, "refuted"),
+])
+def test_task_verdict_follows_the_stated_rules(test, ci95, ci90, p_holm, expected):
+    assert published_claims.task_verdict(test, *ci95, *ci90, p_holm, margin=1.5) == expected
+
+
+def test_a_claim_is_confirmed_only_on_every_task_and_refuted_by_one():
+    def rows(claim, verdicts):
+        return [{"claim": claim, "source": "s", "test": "better", "margin": 1.5, "task": f"t{i}",
+                 "configuration": "a", "vs": "b", "detectable": float(i), "params_ratio": 2.0, "verdict": v}
+                for i, v in enumerate(verdicts)]
+
+    table = pd.DataFrame(rows("all", ["confirmed", "confirmed"]) + rows("mixed", ["confirmed", "not resolved"])
+                         + rows("one refuted", ["confirmed", "refuted", "not resolved"])
+                         + rows("untested", ["not tested"]))
+    summary = published_claims.summarize_claims(table).set_index("claim")
+    assert summary["verdict"].to_dict() == {"all": "confirmed", "mixed": "not resolved at this power",
+                                            "one refuted": "refuted", "untested": "not tested"}
+    assert summary.loc["one refuted", "refuted on"] == "t1"
+    assert summary.loc["one refuted", "tasks"] == "1 confirmed, 1 refuted, 1 not resolved"
+    assert summary.loc["one refuted", "detectable (80 % power)"] == "2.0"  # the largest over its tasks
+
+
+def write_claims(folder, claims, **settings):
+    path = folder / "claims.yaml"
+    path.write_text(yaml.safe_dump({**settings, "claims": claims}))
+    return path
+
+
+CLAIM = {"claim": "full fine-tuning beats the head", "source": "planted", "results": "study",
+         "variant": "full", "reference": "head", "test": "better"}
+
+
+@pytest.fixture(scope="module")
+def fake_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("claims")
+    write_fake_records(folder, study="study", with_predictions=True)
+    return folder
+
+
+def test_planted_differences_get_the_verdicts_they_should(fake_study):
+    claims = [CLAIM,
+              {**CLAIM, "claim": "the head beats full fine-tuning", "variant": "head", "reference": "full"},
+              {**CLAIM, "claim": "the head is on par with full", "variant": "head", "reference": "full",
+               "test": "non-inferior"},
+              {**CLAIM, "claim": "rsLoRA r=16 beats LoRA r=16", "variant": {"variant": "rslora", "rank": 16},
+               "reference": {"variant": "lora", "rank": 16, "alpha": 16.0}}]
+    table = published_claims.check_claims(write_claims(fake_study, claims, margin=1.5), n_boot=300)
+    verdicts = table.set_index(["claim", "task"])["verdict"]
+    # full is planted 16 points above the head; on STS-B one head run collapses (Pearson near 0), which
+    # widens that task's interval past zero: not resolved there, so not confirmed overall
+    assert verdicts["full fine-tuning beats the head"].to_dict() == {"mrpc": "confirmed", "rte": "confirmed",
+                                                                     "stsb": "not resolved"}
+    summary = published_claims.summarize_claims(table).set_index("claim")
+    assert summary.loc["full fine-tuning beats the head", "verdict"] == "not resolved at this power"
+    assert summary.loc["the head beats full fine-tuning", "verdict"] == "refuted"
+    assert summary.loc["the head beats full fine-tuning", "refuted on"] == "mrpc, rte"
+    assert summary.loc["the head is on par with full", "verdict"] == "refuted"
+    by_claim = table.groupby("claim", sort=False)
+    assert by_claim.size().to_dict() == {claim["claim"]: 3 for claim in claims}  # one row per task
+    rank_rows = table[table["claim"] == "rsLoRA r=16 beats LoRA r=16"]
+    assert set(rank_rows["configuration"]) == {"rslora r=16 α=16"}  # only the named cell
+
+    # the same numbers as analysis.compare, and the 90 % interval inside the 95 % one
+    df = analysis.load_results(fake_study / "study")
+    pair = df[df["variant"].isin(["full", "head"])]
+    reference = analysis.compare(pair, analysis.load_predictions(pair), reference="head", n_boot=300)
+    mine = table[table["claim"] == CLAIM["claim"]].set_index("task")
+    for _, row in reference.iterrows():
+        assert mine.loc[row["task"], "difference"] == pytest.approx(row["difference"])
+        assert mine.loc[row["task"], "ci_low"] == pytest.approx(row["ci_low"])
+    assert (table["ci_low"] < table["ci90_low"]).all() and (table["ci90_high"] < table["ci_high"]).all()
+    # Holm over the "better" rows only (9 of them), never below the raw p-value
+    better = table["test"] == "better"
+    assert table.loc[~better, "p_holm"].isna().all()
+    assert (table.loc[better, "p_holm"] >= table.loc[better, "p_value"]).all()
+    # the parameter ratio is the reference's trainable parameters over the variant's (formula in fake_records)
+    mrpc = mine.loc["mrpc"]
+    assert mrpc["params_ratio"] == pytest.approx(trainable_params("head", 8, 2) / trainable_params("full", 8, 2))
+
+
+def test_the_command_prints_one_verdict_per_claim(fake_study, capsys):
+    path = write_claims(fake_study, [CLAIM])
+    assert main(["claims", str(path), "--n-boot", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "| full fine-tuning beats the head | planted | full > head | not resolved at this power |" in out
+    assert out.count("| full fine-tuning beats the head | ") == 4  # the summary row and one per task
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"test": "superior"}, "unknown test 'superior'; choose among ['better', 'equivalent', 'non-inferior']"),
+    ({"variant": None}, "variant must be a variant name or a mapping"),
+    ({"colour": "red"}, "unknown key(s) ['colour']"),
+    ({"variant": "dora2"}, "no successful run matches its variant 'dora2'"),
+    ({"reference": {"variant": "lora", "colour": 1}}, "unknown column 'colour'"),
+])
+def test_bad_claims_name_the_bad_value(fake_study, capsys, change, message):
+    path = write_claims(fake_study, [{**CLAIM, **change}])
+    assert main(["claims", str(path), "--n-boot", "50"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_claim_without_its_required_keys_is_refused(tmp_path):
+    path = write_claims(tmp_path, [{"claim": "x", "variant": "lora"}])
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['source', 'results', 'reference', 'test'\]"):
+        published_claims.load_claims(path)
+    with pytest.raises(ValueError, match="non-empty list under 'claims:'"):
+        published_claims.load_claims(write_claims(tmp_path, []))
+
+
+def test_a_stage_without_records_yet_is_not_tested(fake_study):
+    path = write_claims(fake_study, [CLAIM, {**CLAIM, "claim": "later", "results": "not_run_yet"}])
+    table = published_claims.check_claims(path, n_boot=100)
+    later = table[table["claim"] == "later"].iloc[0]
+    assert later["verdict"] == "not tested" and "not_run_yet" in later["note"]
+    summary = published_claims.summarize_claims(table).set_index("claim")
+    assert summary.loc["later", "verdict"] == "not tested"
+    assert summary.loc[CLAIM["claim"], "tasks"] == "2 confirmed, 1 not resolved"  # tested rows keep theirs
+    assert summary.loc["later", "tested as"] == "full > head"
