@@ -108,8 +108,9 @@ def check_claims(path: str | os.PathLike, n_boot: int = 4000, seed: int = 0) -> 
     better = table["test"] == "better"
     table["p_holm"] = np.nan
     table.loc[better, "p_holm"] = stats.holm(table.loc[better, "p_value"])
-    table["verdict"] = [row.verdict if isinstance(row.verdict, str) else task_verdict(row.test, row.ci_low, row.ci_high, row.ci90_low,
-                                                     row.ci90_high, row.p_holm, row.margin)
+    table["verdict"] = [row.verdict if isinstance(row.verdict, str)  # "not tested"
+                        else task_verdict(row.test, row.ci_low, row.ci_high, row.ci90_low, row.ci90_high,
+                                          row.p_holm, row.margin)
                         for row in table.itertuples()]
     return table
 
