@@ -161,11 +161,17 @@ def _reference_mask(runs: pd.DataFrame, reference) -> pd.Series:
     unknown = [key for key in reference if key not in runs]
     if unknown:
         raise ValueError(f"unknown reference column(s) {unknown}; choose among {list(runs.columns)}")
-    mask = pd.Series(True, index=runs.index)
-    for key, value in reference.items():
-        mask &= runs[key] == value
+    mask = rows_matching(runs, reference)
     if not mask.any():
         raise ValueError(f"no successful run matches the reference {reference}")
+    return mask
+
+
+def rows_matching(frame: pd.DataFrame, values: dict) -> pd.Series:
+    """The rows of ``frame`` whose columns hold all of ``values`` (column -> value; columns must exist)."""
+    mask = pd.Series(True, index=frame.index)
+    for key, value in values.items():
+        mask &= frame[key] == value
     return mask
 
 

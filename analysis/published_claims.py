@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 
 from . import stats
-from .comparison import compare, load_predictions
+from .comparison import _number, _p, compare, load_predictions, rows_matching
 from .plots import config_label
 from .tables import default_grouping, load_results, ok_runs
 
@@ -133,9 +133,8 @@ def _claim_rows(claim, df, predictions, n_boot, seed) -> list[dict]:
     rows = []
     for (_, row), (_, row90) in zip(table.iterrows(), table90.iterrows()):
         has_difference = np.isfinite(row["difference"])
-        task_runs = runs[runs["task"] == row["task"]]
-        params = [task_runs.loc[_matches(task_runs, spec), "trainable_params"].median()
-                  for spec in (reference, claim["variant"])]
+        on_task = runs["task"] == row["task"]
+        params = [runs.loc[mask & on_task, "trainable_params"].median() for mask in (reference_mask, variant_mask)]
         rows.append({**_row(claim), "task": row["task"], "configuration": config_label(row, by),
                      "vs": row["reference"], "n_seeds": row["n_seeds"], "difference": row["difference"],
                      "ci_low": row["ci_low"], "ci_high": row["ci_high"], "ci90_low": row90["ci_low"],
@@ -217,8 +216,7 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
                      f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
                      "90 % CI": "–" if not np.isfinite(row["ci90_low"]) else
                      f"[{row['ci90_low']:+.1f}, {row['ci90_high']:+.1f}]",
-                     "p (Holm)": "–" if not np.isfinite(row["p_holm"]) else
-                     ("<0.001" if row["p_holm"] < 0.001 else f"{row['p_holm']:.3f}"),
+                     "p (Holm)": "–" if np.isnan(row["p_holm"]) else _p(row["p_holm"]),
                      "detectable": _number(row["detectable"], 1), "verdict": row["verdict"],
                      "note": row["note"] if isinstance(row["note"], str) else ""})
     return pd.DataFrame(rows)
@@ -227,13 +225,7 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
 def _matches(frame: pd.DataFrame, spec) -> pd.Series:
     """Rows of ``frame`` that a claim's variant or reference names: a variant name, or column values."""
     spec = {"variant": spec} if isinstance(spec, str) else spec
-    mask = pd.Series(True, index=frame.index)
-    for key, value in spec.items():
+    for key in spec:
         if key not in frame:
             raise ValueError(f"unknown column {key!r} in {spec}; choose among {sorted(frame.columns)}")
-        mask &= frame[key] == value
-    return mask
-
-
-def _number(value, decimals) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{value:.{decimals}f}"
+    return rows_matching(frame, spec)
