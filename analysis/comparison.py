@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from . import stats
 from .plots import config_label, variant_color
 from .tables import DEFAULT_RESULTS_DIR, RESULTS_DIR_VARIABLE, _grouping, sorted_rows, load_results, \
-    ok_runs, ordered_tasks
+    ok_runs, ordered_tasks, format_number
 
 #: the columns of ``load_predictions`` before the logits
 PREDICTION_COLUMNS = ("study", "config_hash", "split", "example", "label", "prediction")
@@ -399,12 +399,14 @@ def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
             "seeds": int(row["n_seeds"]),
             f"Δ ×100 [{100 * level:g} % CI]": "–" if np.isnan(row["difference"]) else
             f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
-            "p": _p(row["p_value"]), "p (Holm)": _p(row["p_holm"]), "verdict": row["verdict"],
-            "detectable (80 % power)": _number(row["detectable"], 1),
+            "p": format_p_value(row["p_value"]), "p (Holm)": format_p_value(row["p_holm"]),
+            "verdict": row["verdict"],
+            "detectable (80 % power)": format_number(row["detectable"], 1),
             "collapsed [CP CI]": "–" if not row["collapse_known"] else
             f"{row['collapsed']}/{row['collapse_known']} [{row['collapse_low']:.2f}, {row['collapse_high']:.2f}]",
-            "mean": _number(row["mean"], 1), "mean w/o collapsed": _number(row["mean_without_collapsed"], 1),
-            "reference mean": _number(row["mean_reference"], 1), "note": row["note"] or ""})
+            "mean": format_number(row["mean"], 1),
+            "mean w/o collapsed": format_number(row["mean_without_collapsed"], 1),
+            "reference mean": format_number(row["mean_reference"], 1), "note": row["note"] or ""})
     return pd.DataFrame(rows)
 
 
@@ -414,12 +416,9 @@ _COMPARE_COLUMNS = ("task", "baseline", "reference", "metric", "n_seeds", "n_exa
                     "mean_without_collapsed", "tost_equivalent", "note")
 
 
-def _p(value) -> str:
-    return "<0.001" if value < 0.001 else _number(value, 3)
-
-
-def _number(value, decimals) -> str:
-    return "–" if value is None or np.isnan(value) else f"{value:.{decimals}f}"
+def format_p_value(value) -> str:
+    """A p-value as the tables print it: '<0.001', three decimals, or '–' when it is missing."""
+    return "<0.001" if value < 0.001 else format_number(value, 3)
 
 
 def plot_differences(table: pd.DataFrame, margin: float | None = None) -> Figure:

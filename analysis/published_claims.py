@@ -40,9 +40,9 @@ import pandas as pd
 import yaml
 
 from . import stats
-from .comparison import _number, _p, compare, load_predictions, rows_matching
+from .comparison import compare, format_p_value, load_predictions, rows_matching
 from .plots import config_label
-from .tables import default_grouping, load_results, ok_runs
+from .tables import default_grouping, format_number, load_results, ok_runs
 
 #: how a claim compares its two configurations
 TESTS = ("better", "equivalent", "non-inferior")
@@ -201,8 +201,8 @@ def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
                                   + ("" if first["test"] == "better" else f" (margin ±{first['margin']:g})"),
                      "verdict": overall, "tasks": counts,
                      "refuted on": ", ".join(refuted) or "–",
-                     "detectable (80 % power)": _number(rows_of_claim["detectable"].max(), 1),
-                     "params ratio": _number(rows_of_claim["params_ratio"].median(), 1)})
+                     "detectable (80 % power)": format_number(rows_of_claim["detectable"].max(), 1),
+                     "params ratio": format_number(rows_of_claim["params_ratio"].median(), 1)})
     return pd.DataFrame(rows)
 
 
@@ -216,8 +216,8 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
                      f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
                      "90 % CI": "–" if not np.isfinite(row["ci90_low"]) else
                      f"[{row['ci90_low']:+.1f}, {row['ci90_high']:+.1f}]",
-                     "p (Holm)": "–" if np.isnan(row["p_holm"]) else _p(row["p_holm"]),
-                     "detectable": _number(row["detectable"], 1), "verdict": row["verdict"],
+                     "p (Holm)": format_p_value(row["p_holm"]),
+                     "detectable": format_number(row["detectable"], 1), "verdict": row["verdict"],
                      "note": row["note"] if isinstance(row["note"], str) else ""})
     return pd.DataFrame(rows)
 

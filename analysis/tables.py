@@ -306,10 +306,10 @@ def cost_table(df: pd.DataFrame, by: list[str] | str | None = None) -> pd.DataFr
         median = config[["trainable_params", "adapter_bytes", "seconds_per_step", "train_seconds",
                          "peak_memory_mb"]].astype(float).median()
         row.update({"runs": len(config), "trainable params": _format_count(median["trainable_params"]),
-                    "adapter MB": _format_number(median["adapter_bytes"] / 2**20, 2),
-                    "s / step": _format_number(median["seconds_per_step"], 3),
-                    "train s": _format_number(median["train_seconds"], 1),
-                    "peak memory MB": _format_number(median["peak_memory_mb"], 0)})
+                    "adapter MB": format_number(median["adapter_bytes"] / 2**20, 2),
+                    "s / step": format_number(median["seconds_per_step"], 3),
+                    "train s": format_number(median["train_seconds"], 1),
+                    "peak memory MB": format_number(median["peak_memory_mb"], 0)})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -348,7 +348,8 @@ def _format_count(count: float) -> str:
     return str(int(count))
 
 
-def _format_number(value: float, decimals: int) -> str:
+def format_number(value: float, decimals: int) -> str:
+    """``value`` with ``decimals`` decimals, or '–' when it is missing (None or NaN)."""
     return "–" if value is None or np.isnan(value) else f"{value:.{decimals}f}"
 
 
