@@ -20,15 +20,23 @@ intervals from the paired hierarchical bootstrap), judged per task:
 
 - ``better`` (variant > reference): confirmed when the 95 % interval lies above 0 and the p-value,
   Holm-adjusted over every ``better`` row of the claims table, is below 0.05; refuted when the interval
-  lies below 0 (the variant is worse); otherwise not resolved.
+  lies below 0 and that Holm-adjusted p-value is below 0.05 (the variant is worse: ``--compare``'s
+  "worse"); otherwise not resolved.
 - ``equivalent`` (variant ≈ reference): confirmed when the 90 % interval lies inside ±margin (TOST at
-  5 % per side); refuted when the 95 % interval lies wholly outside ±margin; otherwise not resolved.
+  5 % per side); refuted when the refutation interval lies wholly outside ±margin; otherwise not
+  resolved.
 - ``non-inferior`` (variant ≥ reference - margin): confirmed when the 95 % interval lies above -margin;
-  refuted when it lies below -margin; otherwise not resolved.
+  refuted when the refutation interval lies below -margin; otherwise not resolved.
 
 A claim is confirmed when it is confirmed on every task it was tested on, refuted when it is refuted on
 at least one, and otherwise "not resolved at this power"; ``detectable`` is the largest over its tasks
 of the smallest true difference its test would find with 80 % power.
+
+A refutation meets the same bar as a confirmation. Confirming a claim needs every task, so each task's
+95 % interval keeps the claim's error at 5 %; refuting it needs only one task of m, so a refutation is
+judged at the Bonferroni level 1 - 0.05/m (the "refutation interval", e.g. 99 % over five tasks;
+the first step of Holm, so "refuted on at least one task" keeps the claim's error at 5 %), and a
+``better`` claim is refuted only by the same Holm-adjusted p-value that confirms one.
 """
 from __future__ import annotations
 
@@ -88,7 +96,8 @@ def check_claims(path: str | os.PathLike, n_boot: int = 4000, seed: int = 0) -> 
 
     Columns: ``claim``, ``source``, ``test``, ``margin``, ``task``, ``configuration``, ``vs``,
     ``n_seeds``, ``difference``, ``ci_low``, ``ci_high`` (95 %), ``ci90_low``, ``ci90_high``,
-    ``p_value`` (two-sided, no difference), ``p_holm`` (``better`` rows only), ``detectable``,
+    ``refutation_level``, ``refutation_low``, ``refutation_high`` (the Bonferroni interval over the
+    claim's tasks), ``p_value`` (two-sided, no difference), ``p_holm`` (``better`` rows only), ``detectable``,
     ``params_ratio`` (median trainable parameters of the reference over the variant's), ``verdict``
     and ``note``."""
     claims, base = load_claims(path)
@@ -109,8 +118,9 @@ def check_claims(path: str | os.PathLike, n_boot: int = 4000, seed: int = 0) -> 
     table["p_holm"] = np.nan
     table.loc[better, "p_holm"] = stats.holm(table.loc[better, "p_value"])
     table["verdict"] = [row.verdict if isinstance(row.verdict, str)  # "not tested"
-                        else task_verdict(row.test, row.ci_low, row.ci_high, row.ci90_low, row.ci90_high,
-                                          row.p_holm, row.margin)
+                        else task_verdict(row.test, row.margin, (row.ci_low, row.ci_high),
+                                          (row.ci90_low, row.ci90_high),
+                                          (row.refutation_low, row.refutation_high), row.p_holm)
                         for row in table.itertuples()]
     return table
 
@@ -125,20 +135,27 @@ def _claim_rows(claim, df, predictions, n_boot, seed) -> list[dict]:
     compared = runs[variant_mask | reference_mask]
     named = [key for spec in (claim["variant"], reference) if isinstance(spec, dict) for key in spec]
     by = list(dict.fromkeys([*default_grouping(compared), *named]))  # the named settings label the rows
-    table, table90 = (compare(compared, predictions, reference=reference, split=claim["split"],
-                              margin=claim["margin"], n_boot=n_boot, seed=seed, level=level, by=by)
-                      for level in (LEVEL, 2 * LEVEL - 1))  # the same bootstrap: 95 % and 90 % intervals
-    chosen = _matches(table, claim["variant"])
-    table, table90 = table[chosen], table90[chosen]
+
+    def intervals(level):
+        table = compare(compared, predictions, reference=reference, split=claim["split"],
+                        margin=claim["margin"], n_boot=n_boot, seed=seed, level=level, by=by)
+        return table[_matches(table, claim["variant"])]  # the same bootstrap at every level
+
+    table, table90 = intervals(LEVEL), intervals(2 * LEVEL - 1)
+    tasks = int(np.isfinite(table["difference"]).sum())
+    refutation_level = 1 - (1 - LEVEL) / max(tasks, 1)  # Bonferroni over the claim's tasks
+    refutation = table if tasks <= 1 else intervals(refutation_level)
     rows = []
-    for (_, row), (_, row90) in zip(table.iterrows(), table90.iterrows()):
+    for (_, row), (_, row90), (_, refute) in zip(table.iterrows(), table90.iterrows(), refutation.iterrows()):
         has_difference = np.isfinite(row["difference"])
         on_task = runs["task"] == row["task"]
         params = [runs.loc[mask & on_task, "trainable_params"].median() for mask in (reference_mask, variant_mask)]
         rows.append({**_row(claim), "task": row["task"], "configuration": config_label(row, by),
                      "vs": row["reference"], "n_seeds": row["n_seeds"], "difference": row["difference"],
                      "ci_low": row["ci_low"], "ci_high": row["ci_high"], "ci90_low": row90["ci_low"],
-                     "ci90_high": row90["ci_high"], "p_value": row["p_value"], "detectable": row["detectable"],
+                     "ci90_high": row90["ci_high"], "refutation_level": refutation_level,
+                     "refutation_low": refute["ci_low"], "refutation_high": refute["ci_high"],
+                     "p_value": row["p_value"], "detectable": row["detectable"],
                      "params_ratio": params[0] / params[1] if params[1] else np.nan,
                      "verdict": None if has_difference else "not tested", "note": row["note"]})
     if not rows:
@@ -155,25 +172,28 @@ def _row(claim) -> dict:
             "vs": claim["reference"] if isinstance(claim["reference"], str)
             else config_label(claim["reference"], list(claim["reference"])),
             "n_seeds": 0, "difference": np.nan, "ci_low": np.nan, "ci_high": np.nan, "ci90_low": np.nan,
-            "ci90_high": np.nan, "p_value": np.nan, "detectable": np.nan, "params_ratio": np.nan,
+            "ci90_high": np.nan, "refutation_level": np.nan, "refutation_low": np.nan, "refutation_high": np.nan,
+            "p_value": np.nan, "detectable": np.nan, "params_ratio": np.nan,
             "verdict": None, "note": ""}
 
 
-def task_verdict(test: str, ci_low: float, ci_high: float, ci90_low: float, ci90_high: float,
-                 p_holm: float, margin: float) -> str:
-    """One task's verdict on a claim (see the module docstring)."""
+def task_verdict(test: str, margin: float, ci95: tuple[float, float], ci90: tuple[float, float],
+                 refutation: tuple[float, float], p_holm: float) -> str:
+    """One task's verdict on a claim from its 95 %, 90 % and refutation intervals (low, high) and its
+    Holm-adjusted p-value (see the module docstring)."""
     if test == "better":
-        if ci_low > 0 and p_holm < 1 - LEVEL:
+        significant = p_holm < 1 - LEVEL
+        if ci95[0] > 0 and significant:
             return "confirmed"
-        return "refuted" if ci_high < 0 else "not resolved"
+        return "refuted" if ci95[1] < 0 and significant else "not resolved"
     if test == "equivalent":
-        if -margin < ci90_low and ci90_high < margin:
+        if -margin < ci90[0] and ci90[1] < margin:
             return "confirmed"
-        return "refuted" if ci_low > margin or ci_high < -margin else "not resolved"
+        return "refuted" if refutation[0] > margin or refutation[1] < -margin else "not resolved"
     if test == "non-inferior":
-        if ci_low > -margin:
+        if ci95[0] > -margin:
             return "confirmed"
-        return "refuted" if ci_high < -margin else "not resolved"
+        return "refuted" if refutation[1] < -margin else "not resolved"
     raise ValueError(f"unknown test {test!r}; choose among {list(TESTS)}")
 
 
@@ -207,7 +227,8 @@ def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_claims(table: pd.DataFrame) -> pd.DataFrame:
-    """``check_claims``'s table for reading: one line per (claim, task)."""
+    """``check_claims``'s table for reading: one line per (claim, task). The refutation interval is shown
+    for the margin tests; a ``better`` claim is refuted by its Holm-adjusted p-value instead."""
     rows = []
     for _, row in table.iterrows():
         rows.append({"claim": row["claim"], "task": row["task"],
@@ -216,6 +237,10 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
                      f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
                      "90 % CI": "–" if not np.isfinite(row["ci90_low"]) else
                      f"[{row['ci90_low']:+.1f}, {row['ci90_high']:+.1f}]",
+                     "refutation CI (Bonferroni)": "–" if row["test"] == "better"
+                     or not np.isfinite(row["refutation_low"]) else
+                     f"{format_number(100 * row['refutation_level'], 1)} %: "
+                     f"[{row['refutation_low']:+.1f}, {row['refutation_high']:+.1f}]",
                      "p (Holm)": format_p_value(row["p_holm"]),
                      "detectable": format_number(row["detectable"], 1), "verdict": row["verdict"],
                      "note": row["note"] if isinstance(row["note"], str) else ""})

@@ -12,22 +12,25 @@ from analysis.__main__ import main
 from fake_records import trainable_params, write_fake_records
 
 
-@pytest.mark.parametrize("test, ci95, ci90, p_holm, expected", [
-    ("better", (0.5, 2.0), (0.7, 1.8), 0.01, "confirmed"),
-    ("better", (0.5, 2.0), (0.7, 1.8), 0.20, "not resolved"),  # above 0, but not after Holm
-    ("better", (-2.0, -0.5), (-1.8, -0.7), 0.01, "refuted"),
-    ("better", (-1.0, 1.0), (-0.8, 0.8), 0.90, "not resolved"),
-    ("equivalent", (-1.2, 1.2), (-1.0, 1.0), np.nan, "confirmed"),  # 90 % inside ±1.5
-    ("equivalent", (-1.6, 1.2), (-1.4, 1.0), np.nan, "confirmed"),  # only the 90 % one counts
-    ("equivalent", (-1.0, 2.0), (-0.8, 1.8), np.nan, "not resolved"),
-    ("equivalent", (1.6, 3.0), (1.8, 2.8), np.nan, "refuted"),  # wholly outside the margin
-    ("equivalent", (-4.0, -1.6), (-3.8, -1.8), np.nan, "refuted"),
-    ("non-inferior", (-1.4, 3.0), (-1.0, 2.6), np.nan, "confirmed"),
-    ("non-inferior", (-2.0, 1.0), (-1.8, 0.8), np.nan, "not resolved"),
-    ("non-inferior", (-4.0, -1.6), (-3.8, -1.8), np.nan, "refuted"),
+@pytest.mark.parametrize("test, ci95, ci90, refutation, p_holm, expected", [
+    ("better", (0.5, 2.0), (0.7, 1.8), (0.2, 2.3), 0.01, "confirmed"),
+    ("better", (0.5, 2.0), (0.7, 1.8), (0.2, 2.3), 0.20, "not resolved"),  # above 0, but not after Holm
+    ("better", (-2.0, -0.5), (-1.8, -0.7), (-2.3, -0.2), 0.01, "refuted"),
+    ("better", (-2.0, -0.5), (-1.8, -0.7), (-2.3, -0.2), 0.20, "not resolved"),  # below 0, not after Holm
+    ("better", (-1.0, 1.0), (-0.8, 0.8), (-1.3, 1.3), 0.90, "not resolved"),
+    ("equivalent", (-1.2, 1.2), (-1.0, 1.0), (-1.5, 1.5), np.nan, "confirmed"),  # 90 % inside ±1.5
+    ("equivalent", (-1.6, 1.2), (-1.4, 1.0), (-1.9, 1.5), np.nan, "confirmed"),  # only the 90 % one counts
+    ("equivalent", (-1.0, 2.0), (-0.8, 1.8), (-1.3, 2.3), np.nan, "not resolved"),
+    ("equivalent", (1.6, 3.0), (1.8, 2.8), (1.55, 3.05), np.nan, "refuted"),  # wholly outside the margin
+    ("equivalent", (-4.0, -1.6), (-3.8, -1.8), (-4.2, -1.55), np.nan, "refuted"),
+    ("equivalent", (1.6, 3.0), (1.8, 2.8), (1.3, 3.3), np.nan, "not resolved"),  # not at Bonferroni's level
+    ("non-inferior", (-1.4, 3.0), (-1.0, 2.6), (-1.8, 3.4), np.nan, "confirmed"),
+    ("non-inferior", (-2.0, 1.0), (-1.8, 0.8), (-2.3, 1.3), np.nan, "not resolved"),
+    ("non-inferior", (-4.0, -1.6), (-3.8, -1.8), (-4.2, -1.55), np.nan, "refuted"),
+    ("non-inferior", (-4.0, -1.6), (-3.8, -1.8), (-4.3, -1.3), np.nan, "not resolved"),  # 95 % is not enough
 ])
-def test_task_verdict_follows_the_stated_rules(test, ci95, ci90, p_holm, expected):
-    assert published_claims.task_verdict(test, *ci95, *ci90, p_holm, margin=1.5) == expected
+def test_task_verdict_follows_the_stated_rules(test, ci95, ci90, refutation, p_holm, expected):
+    assert published_claims.task_verdict(test, 1.5, ci95, ci90, refutation, p_holm) == expected
 
 
 def test_a_claim_is_confirmed_only_on_every_task_and_refuted_by_one():
@@ -96,6 +99,9 @@ def test_planted_differences_get_the_verdicts_they_should(fake_study):
         assert mine.loc[row["task"], "difference"] == pytest.approx(row["difference"])
         assert mine.loc[row["task"], "ci_low"] == pytest.approx(row["ci_low"])
     assert (table["ci_low"] < table["ci90_low"]).all() and (table["ci90_high"] < table["ci_high"]).all()
+    # a refutation is judged at Bonferroni's level over the claim's three tasks: a wider interval
+    assert np.allclose(table["refutation_level"], 1 - 0.05 / 3)
+    assert (table["refutation_low"] < table["ci_low"]).all() and (table["ci_high"] < table["refutation_high"]).all()
     # Holm over the "better" rows only (9 of them), never below the raw p-value
     better = table["test"] == "better"
     assert table.loc[~better, "p_holm"].isna().all()
