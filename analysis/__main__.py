@@ -205,6 +205,7 @@ def claims_main(argv) -> int:
     from . import published_claims
 
     try:
+        scores = published_claims.published_scores_table(arguments.claims)  # its errors come before the bootstrap
         table = published_claims.check_claims(arguments.claims, n_boot=arguments.n_boot)
     except (FileNotFoundError, ValueError) as error:
         say(f"error: {error}", file=sys.stderr)
@@ -214,6 +215,9 @@ def claims_main(argv) -> int:
     say(tables.to_markdown(published_claims.summarize_claims(table)))
     say("\n## Per task\n")
     say(tables.to_markdown(published_claims.format_claims(table)))
+    if scores is not None:
+        say("\n## Next to published dev scores of other checkpoints (×100; theirs as published)\n")
+        say(tables.to_markdown(scores))
     return 0
 
 

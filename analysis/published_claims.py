@@ -32,6 +32,17 @@ A claim is confirmed when it is confirmed on every task it was tested on, refute
 at least one, and otherwise "not resolved at this power"; ``detectable`` is the largest over its tasks
 of the smallest true difference its test would find with 80 % power.
 
+The claims file may also list published dev scores of other checkpoints, to judge the recipe by its
+baseline (``published_scores_table``)::
+
+    published_scores:
+      results: final
+      variant: full             # whose scores stand beside the published ones
+      checkpoints:
+        - model: DistilBERT
+          source: Sanh et al. 2019
+          scores: {mrpc: 87.5, cola: 51.3}    # ×100, as published
+
 A refutation meets the same bar as a confirmation. Confirming a claim needs every task, so each task's
 95 % interval keeps the claim's error at 5 %; refuting it needs only one task of m, so a refutation is
 judged at the Bonferroni level 1 - 0.05/m (the "refutation interval", e.g. 99 % over five tasks;
@@ -50,7 +61,7 @@ import yaml
 from . import stats
 from .comparison import compare, format_p_value, load_predictions, rows_matching
 from .plots import config_label
-from .tables import default_grouping, format_number, load_results, ok_runs
+from .tables import default_grouping, format_number, load_results, ok_runs, ordered_tasks
 
 #: how a claim compares its two configurations
 TESTS = ("better", "equivalent", "non-inferior")
@@ -58,6 +69,9 @@ TESTS = ("better", "equivalent", "non-inferior")
 CLAIM_KEYS = ("claim", "source", "results", "variant", "reference", "test", "margin", "split")
 REQUIRED_KEYS = ("claim", "source", "results", "variant", "reference", "test")
 LEVEL = 0.95
+#: the keys of a claims file's ``published_scores`` section, and of each of its checkpoints
+PUBLISHED_KEYS = ("results", "variant", "checkpoints")
+CHECKPOINT_KEYS = ("model", "source", "scores")
 
 
 def load_claims(path: str | os.PathLike) -> tuple[list[dict], Path]:
@@ -254,3 +268,55 @@ def _matches(frame: pd.DataFrame, spec) -> pd.Series:
         if key not in frame:
             raise ValueError(f"unknown column {key!r} in {spec}; choose among {sorted(frame.columns)}")
     return rows_matching(frame, spec)
+
+
+def published_scores_table(path: str | os.PathLike) -> pd.DataFrame | None:
+    """A claims file's ``published_scores``: per task, our variant's dev score (main metric ×100, mean ±
+    half its 95 % t interval over seeds, and the task's other recorded metrics), and beside it each
+    published checkpoint's score and our mean minus it. None when the file lists no published scores.
+    Raises ValueError naming what is wrong."""
+    path = Path(path)
+    section = (yaml.safe_load(path.read_text()) or {}).get("published_scores")
+    if section is None:
+        return None
+    where = f"{path}, published_scores"
+    if not isinstance(section, dict) or sorted(section) != sorted(PUBLISHED_KEYS):
+        raise ValueError(f"{where}: must hold exactly {list(PUBLISHED_KEYS)}, got {section!r}")
+    checkpoints = section["checkpoints"]
+    if not isinstance(checkpoints, list) or not checkpoints or not all(
+            isinstance(c, dict) and sorted(c) == sorted(CHECKPOINT_KEYS) and isinstance(c["scores"], dict)
+            for c in checkpoints):
+        raise ValueError(f"{where}: checkpoints must be a list of {list(CHECKPOINT_KEYS)} with scores "
+                         f"a mapping of task to score, got {checkpoints!r}")
+    folder = path.parent / section["results"]
+    runs = ok_runs(load_results(folder)) if folder.is_dir() else pd.DataFrame()
+    ours = runs[runs["variant"] == section["variant"]] if not runs.empty else runs
+    if ours.empty:
+        raise ValueError(f"{where}: no successful {section['variant']!r} run under {folder}")
+    published = {task for checkpoint in checkpoints for task in checkpoint["scores"]}
+    rows = []
+    for task in ordered_tasks(set(ours["task"]) | published):
+        on_task = ours[ours["task"] == task]
+        scores = 100 * on_task["main_score"].to_numpy(float)
+        mean = float(np.mean(scores)) if len(scores) else np.nan
+        row = {"task": task, "metric": ", ".join(sorted(set(on_task["main_metric"].astype(str)))) or "–",
+               "seeds": len(scores),
+               f"{section['variant']} (ours, mean ± 95 % CI)":
+                   "–" if not len(scores) else
+                   f"{mean:.1f} ± {format_number(stats.mean_interval_half_width(scores), 1)}",
+               "other metrics (ours, mean)": _other_metrics(on_task)}
+        for checkpoint in checkpoints:
+            value = checkpoint["scores"].get(task)
+            value = np.nan if value is None else float(value)
+            row[checkpoint["model"]] = format_number(value, 1)
+            row[f"ours - {checkpoint['model']}"] = "–" if np.isnan(value) or np.isnan(mean) else f"{mean - value:+.1f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _other_metrics(runs: pd.DataFrame) -> str:
+    """The mean ×100 of every metric ``runs`` recorded besides their main one, e.g. 'f1 86.6'."""
+    main_metrics = set(runs["main_metric"].astype(str))
+    others = [column for column in sorted(runs) if column.startswith("metric.") and runs[column].notna().any()
+              and column.removeprefix("metric.") not in main_metrics]
+    return ", ".join(f"{column.removeprefix('metric.')} {100 * runs[column].mean():.1f}" for column in others) or "–"

@@ -149,3 +149,35 @@ def test_a_stage_without_records_yet_is_not_tested(fake_study):
     assert summary.loc["later", "verdict"] == "not tested"
     assert summary.loc[CLAIM["claim"], "tasks"] == "2 confirmed, 1 not resolved"  # tested rows keep theirs
     assert summary.loc["later", "tested as"] == "full > head"
+
+
+PUBLISHED = {"results": "study", "variant": "full",
+             "checkpoints": [{"model": "Small-BERT", "source": "planted", "scores": {"mrpc": 90.0, "cola": 50.0}}]}
+
+
+def test_published_scores_stand_beside_ours_with_the_gap(fake_study, capsys):
+    path = write_claims(fake_study, [CLAIM], published_scores=PUBLISHED)
+    table = published_claims.published_scores_table(path).set_index("task")
+    df = analysis.load_results(fake_study / "study")
+    mrpc = 100 * df[(df["variant"] == "full") & (df["task"] == "mrpc")]["main_score"]
+    ours = table.loc["mrpc", "full (ours, mean ± 95 % CI)"]
+    assert ours.startswith(f"{mrpc.mean():.1f} ± ") and table.loc["mrpc", "seeds"] == len(mrpc)
+    assert table.loc["mrpc", "ours - Small-BERT"] == f"{mrpc.mean() - 90.0:+.1f}"
+    assert table.loc["mrpc", "metric"] == "accuracy" and "f1" in table.loc["mrpc", "other metrics (ours, mean)"]
+    # a published task we did not run, and one of ours without a published score, both keep their row
+    assert table.loc["cola", "full (ours, mean ± 95 % CI)"] == "–" and table.loc["cola", "Small-BERT"] == "50.0"
+    assert table.loc["rte", "Small-BERT"] == "–" and table.loc["rte", "ours - Small-BERT"] == "–"
+    assert main(["claims", str(path), "--n-boot", "50"]) == 0
+    assert "## Next to published dev scores" in capsys.readouterr().out
+    assert published_claims.published_scores_table(write_claims(fake_study, [CLAIM])) is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": "red"}, "must hold exactly ['results', 'variant', 'checkpoints']"),
+    ({"checkpoints": [{"model": "x", "scores": {}}]}, "checkpoints must be a list of ['model', 'source', 'scores']"),
+    ({"variant": "dora2"}, "no successful 'dora2' run under"),
+])
+def test_bad_published_scores_are_refused_before_the_bootstrap(fake_study, capsys, change, message):
+    path = write_claims(fake_study, [CLAIM], published_scores={**PUBLISHED, **change})
+    assert main(["claims", str(path), "--n-boot", "50"]) == 2
+    assert message in capsys.readouterr().err
