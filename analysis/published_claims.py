@@ -78,10 +78,7 @@ def load_claims(path: str | os.PathLike) -> tuple[list[dict], Path]:
     """The claims of a claims file, each completed with the file's margin and split; and the folder
     that their ``results`` are relative to. Raises ValueError naming what is wrong."""
     path = Path(path)
-    try:
-        content = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    content = _read_yaml(path)
     if not isinstance(content, dict) or not isinstance(content.get("claims"), list) or not content["claims"]:
         raise ValueError(f"{path} must hold a non-empty list under 'claims:'")
     defaults = {"margin": float(content.get("margin", 1.5)), "split": content.get("split", "validation")}
@@ -103,6 +100,13 @@ def load_claims(path: str | os.PathLike) -> tuple[list[dict], Path]:
                                  f"got {claim[key]!r}")
         claims.append({**defaults, **claim})
     return claims, path.parent
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from error
 
 
 def check_claims(path: str | os.PathLike, n_boot: int = 4000, seed: int = 0) -> pd.DataFrame:
@@ -276,8 +280,9 @@ def published_scores_table(path: str | os.PathLike) -> pd.DataFrame | None:
     published checkpoint's score and our mean minus it. None when the file lists no published scores.
     Raises ValueError naming what is wrong."""
     path = Path(path)
-    section = (yaml.safe_load(path.read_text()) or {}).get("published_scores")
-    if section is None:
+    content = _read_yaml(path)
+    section = content.get("published_scores") if isinstance(content, dict) else None
+    if section is None:  # (a file that is no mapping at all: load_claims says so)
         return None
     where = f"{path}, published_scores"
     if not isinstance(section, dict) or sorted(section) != sorted(PUBLISHED_KEYS):

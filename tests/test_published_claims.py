@@ -181,3 +181,12 @@ def test_bad_published_scores_are_refused_before_the_bootstrap(fake_study, capsy
     path = write_claims(fake_study, [CLAIM], published_scores={**PUBLISHED, **change})
     assert main(["claims", str(path), "--n-boot", "50"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_claims_file_gets_a_clear_error(tmp_path, capsys):
+    for text, message in [("- just\n- a list\n", "must hold a non-empty list under 'claims:'"),
+                          ("claims: [unclosed\n", "is not valid YAML")]:
+        path = tmp_path / "claims.yaml"
+        path.write_text(text)
+        assert main(["claims", str(path)]) == 2
+        assert message in capsys.readouterr().err
