@@ -32,6 +32,12 @@ A claim is confirmed when it is confirmed on every task it was tested on, refute
 at least one, and otherwise "not resolved at this power"; ``detectable`` is the largest over its tasks
 of the smallest true difference its test would find with 80 % power.
 
+A refutation meets the same bar as a confirmation. Confirming a claim needs every task, so each task's
+95 % interval keeps the claim's error at 5 %; refuting it needs only one task of m, so a refutation is
+judged at the Bonferroni level 1 - 0.05/m (the "refutation interval", e.g. 99 % over five tasks;
+the first step of Holm, so "refuted on at least one task" keeps the claim's error at 5 %), and a
+``better`` claim is refuted only by the same Holm-adjusted p-value that confirms one.
+
 The claims file may also list published dev scores of other checkpoints, to judge the recipe by its
 baseline (``published_scores_table``)::
 
@@ -42,12 +48,6 @@ baseline (``published_scores_table``)::
         - model: DistilBERT
           source: Sanh et al. 2019
           scores: {mrpc: 87.5, cola: 51.3}    # ×100, as published
-
-A refutation meets the same bar as a confirmation. Confirming a claim needs every task, so each task's
-95 % interval keeps the claim's error at 5 %; refuting it needs only one task of m, so a refutation is
-judged at the Bonferroni level 1 - 0.05/m (the "refutation interval", e.g. 99 % over five tasks;
-the first step of Holm, so "refuted on at least one task" keeps the claim's error at 5 %), and a
-``better`` claim is refuted only by the same Holm-adjusted p-value that confirms one.
 """
 from __future__ import annotations
 
@@ -290,9 +290,9 @@ def published_scores_table(path: str | os.PathLike) -> pd.DataFrame | None:
     checkpoints = section["checkpoints"]
     if not isinstance(checkpoints, list) or not checkpoints or not all(
             isinstance(c, dict) and sorted(c) == sorted(CHECKPOINT_KEYS) and isinstance(c["scores"], dict)
-            for c in checkpoints):
+            and all(isinstance(score, (int, float)) for score in c["scores"].values()) for c in checkpoints):
         raise ValueError(f"{where}: checkpoints must be a list of {list(CHECKPOINT_KEYS)} with scores "
-                         f"a mapping of task to score, got {checkpoints!r}")
+                         f"a mapping of task to a number, got {checkpoints!r}")
     folder = path.parent / section["results"]
     runs = ok_runs(load_results(folder)) if folder.is_dir() else pd.DataFrame()
     ours = runs[runs["variant"] == section["variant"]] if not runs.empty else runs

@@ -175,6 +175,7 @@ def test_published_scores_stand_beside_ours_with_the_gap(fake_study, capsys):
 @pytest.mark.parametrize("change, message", [
     ({"colour": "red"}, "must hold exactly ['results', 'variant', 'checkpoints']"),
     ({"checkpoints": [{"model": "x", "scores": {}}]}, "checkpoints must be a list of ['model', 'source', 'scores']"),
+    ({"checkpoints": [{"model": "x", "source": "s", "scores": {"mrpc": "high"}}]}, "a mapping of task to a number"),
     ({"variant": "dora2"}, "no successful 'dora2' run under"),
 ])
 def test_bad_published_scores_are_refused_before_the_bootstrap(fake_study, capsys, change, message):
