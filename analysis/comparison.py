@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from . import stats
 from .plots import config_label, variant_color
-from .tables import DEFAULT_RESULTS_DIR, RESULTS_DIR_VARIABLE, _grouping, sorted_rows, load_results, \
+from .tables import DEFAULT_RESULTS_DIR, RESULTS_DIR_VARIABLE, grouping_keys, sorted_rows, load_results, \
     ok_runs, ordered_tasks, format_number
 
 #: the columns of ``load_predictions`` before the logits
@@ -105,7 +105,9 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     ``metric``, ``n_seeds``, ``n_examples``, ``mean`` and ``mean_reference`` (×100, over all the cells'
     ok runs), ``difference`` (mean over paired seeds of variant - reference, ×100), ``ci_low``,
     ``ci_high`` (the ``level`` interval), ``p_value`` (two-sided, for "no difference"), ``p_holm``
-    (Holm over every row with a p-value), ``detectable`` (the smallest true difference the test would
+    (Holm over every row with a p-value), ``standard_error`` and ``degrees_of_freedom`` (of the "t" method,
+    ``stats.PairedBootstrap.t_parts``: ``stats.t_interval`` turns them into an interval at any level,
+    whatever ``method`` is), ``detectable`` (the smallest true difference the test would
     find with 80 % power, ``stats.PairedBootstrap.detectable``), ``tost_equivalent`` (TOST within ±margin), ``verdict``,
     ``runs``, ``collapsed`` (runs judged collapsed, of ``collapse_known`` that could be judged),
     ``collapse_rate``, ``collapse_low``, ``collapse_high`` (Clopper–Pearson, ``level``),
@@ -126,7 +128,7 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     runs = ok_runs(df)
     if runs.empty:
         raise ValueError("no successful runs (status == 'ok') to compare")
-    keys = _grouping(df, by)
+    keys = grouping_keys(df, by)
     is_reference = _reference_mask(runs, reference)
     index = _PredictionIndex(predictions, split)
     rows = []
@@ -200,7 +202,8 @@ def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, se
     row = {**{key: first[key] for key in keys}, "task": task, "baseline": bool(first.get("baseline", False)),
            "reference": "–", "metric": metric,
            "n_seeds": 0, "n_examples": 0, "mean": np.nan, "mean_reference": np.nan, "difference": np.nan,
-           "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "detectable": np.nan, "verdict": None, "tost_equivalent": False,
+           "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "standard_error": np.nan,
+           "degrees_of_freedom": np.nan, "detectable": np.nan, "verdict": None, "tost_equivalent": False,
            "note": ""}
     scores, collapse = _run_scores(cell, metric, index, split)
     row.update(_collapse_summary(scores, collapse, level))
@@ -224,6 +227,7 @@ def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, se
     result = stats.paired_bootstrap(metric, labels, variant, reference_predictions, n_boot=n_boot,
                                     seed=seed).scaled(100)
     low, high = result.interval(level, method)
+    row["standard_error"], row["degrees_of_freedom"] = result.t_parts()
     row.update(n_seeds=result.n_seeds, n_examples=len(labels), difference=result.difference, ci_low=low,
                ci_high=high, p_value=result.p_value(method), detectable=result.detectable(level, method=method),
                tost_equivalent=result.equivalent(margin, alpha=1 - level, method=method))
@@ -356,7 +360,7 @@ def collapse_table(df: pd.DataFrame, predictions: pd.DataFrame | None = None, by
     runs = ok_runs(df)
     if runs.empty:
         raise ValueError("no successful runs (status == 'ok') to count collapses in")
-    keys = _grouping(df, by)
+    keys = grouping_keys(df, by)
     index = _PredictionIndex(predictions, split)
     rows = {}
     for task in ordered_tasks(runs["task"].dropna()):
@@ -411,7 +415,8 @@ def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 
 _COMPARE_COLUMNS = ("task", "baseline", "reference", "metric", "n_seeds", "n_examples", "mean",
-                    "mean_reference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "detectable", "verdict", "runs", "collapsed",
+                    "mean_reference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "standard_error",
+                    "degrees_of_freedom", "detectable", "verdict", "runs", "collapsed",
                     "collapse_known", "collapse_rate", "collapse_low", "collapse_high",
                     "mean_without_collapsed", "tost_equivalent", "note")
 

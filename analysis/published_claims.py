@@ -16,7 +16,8 @@ file), the two configurations it compares and how::
         test: equivalent          # equivalent | better | non-inferior
 
 Each claim is one ``analysis.compare`` per task (paired differences variant - reference with 95 % t
-intervals from the paired hierarchical bootstrap), judged per task:
+intervals from the paired hierarchical bootstrap; its 90 % and refutation intervals are t intervals at
+those levels from the same standard error and degrees of freedom, ``stats.t_interval``), judged per task:
 
 - ``better`` (variant > reference): confirmed when the 95 % interval lies above 0 and the p-value,
   Holm-adjusted over every ``better`` row of the claims table, is below 0.05; refuted when the interval
@@ -153,26 +154,23 @@ def _claim_rows(claim, df, predictions, n_boot, seed) -> list[dict]:
     compared = runs[variant_mask | reference_mask]
     named = [key for spec in (claim["variant"], reference) if isinstance(spec, dict) for key in spec]
     by = list(dict.fromkeys([*default_grouping(compared), *named]))  # the named settings label the rows
-
-    def intervals(level):
-        table = compare(compared, predictions, reference=reference, split=claim["split"],
-                        margin=claim["margin"], n_boot=n_boot, seed=seed, level=level, by=by)
-        return table[_matches(table, claim["variant"])]  # the same bootstrap at every level
-
-    table, table90 = intervals(LEVEL), intervals(2 * LEVEL - 1)
+    table = compare(compared, predictions, reference=reference, split=claim["split"], margin=claim["margin"],
+                    n_boot=n_boot, seed=seed, level=LEVEL, by=by)
+    table = table[_matches(table, claim["variant"])]
     tasks = int(np.isfinite(table["difference"]).sum())
     refutation_level = 1 - (1 - LEVEL) / max(tasks, 1)  # Bonferroni over the claim's tasks
-    refutation = table if tasks <= 1 else intervals(refutation_level)
     rows = []
-    for (_, row), (_, row90), (_, refute) in zip(table.iterrows(), table90.iterrows(), refutation.iterrows()):
+    for _, row in table.iterrows():
         has_difference = np.isfinite(row["difference"])
+        t_parts = row["difference"], row["standard_error"], row["degrees_of_freedom"]
+        ci90, refute = (stats.t_interval(*t_parts, level) for level in (2 * LEVEL - 1, refutation_level))
         on_task = runs["task"] == row["task"]
         params = [runs.loc[mask & on_task, "trainable_params"].median() for mask in (reference_mask, variant_mask)]
         rows.append({**_row(claim), "task": row["task"], "configuration": config_label(row, by),
                      "vs": row["reference"], "n_seeds": row["n_seeds"], "difference": row["difference"],
-                     "ci_low": row["ci_low"], "ci_high": row["ci_high"], "ci90_low": row90["ci_low"],
-                     "ci90_high": row90["ci_high"], "refutation_level": refutation_level,
-                     "refutation_low": refute["ci_low"], "refutation_high": refute["ci_high"],
+                     "ci_low": row["ci_low"], "ci_high": row["ci_high"], "ci90_low": ci90[0],
+                     "ci90_high": ci90[1], "refutation_level": refutation_level,
+                     "refutation_low": refute[0], "refutation_high": refute[1],
                      "p_value": row["p_value"], "detectable": row["detectable"],
                      "params_ratio": params[0] / params[1] if params[1] else np.nan,
                      "verdict": None if has_difference else "not tested", "note": row["note"]})

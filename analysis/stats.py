@@ -187,9 +187,7 @@ class PairedBootstrap:
         hierarchical ``replicates``."""
         if _method(method) == "percentile":
             return percentile_interval(self.replicates, level)
-        error, degrees = self.t_parts()
-        half = float(student_t.ppf(0.5 + level / 2, degrees)) * error
-        return self.difference - half, self.difference + half
+        return t_interval(self.difference, *self.t_parts(), level)
 
     def p_value(self, method: str = "t") -> float:
         """Two-sided p-value for "no difference": "t": 2 · P(T_df > |difference| / standard error);
@@ -301,6 +299,14 @@ def bootstrap_p_value(replicates, null: float = 0.0) -> float:
     below = 1 + np.count_nonzero(values <= null)
     above = 1 + np.count_nonzero(values >= null)
     return float(min(1.0, 2 * min(below, above) / (values.size + 1)))
+
+
+def t_interval(estimate: float, standard_error: float, degrees: float, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` t interval: estimate ± the t quantile at (1 + level) / 2 with ``degrees``
+    degrees of freedom × ``standard_error`` (e.g. ``PairedBootstrap.t_parts``, or the ``standard_error``
+    and ``degrees_of_freedom`` columns of ``analysis.compare``, to get any level without resampling)."""
+    half = float(student_t.ppf(0.5 + level / 2, degrees)) * standard_error
+    return estimate - half, estimate + half
 
 
 def mean_interval_half_width(values, level: float = 0.95) -> float:

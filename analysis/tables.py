@@ -142,7 +142,7 @@ def summarize(df: pd.DataFrame, by: list[str] | str | None = None, metric: str =
     median ``trainable_params`` and the task's ``main_metric``. Warns when a cell holds two runs with
     the same seed: they differ in a setting that is not in ``by`` and would be averaged together.
     """
-    keys = _grouping(df, by)
+    keys = grouping_keys(df, by)
     column = metric_column(df, metric)
     runs = ok_runs(df)
     if runs.empty:
@@ -175,7 +175,9 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _grouping(df: pd.DataFrame, by) -> list[str]:
+def grouping_keys(df: pd.DataFrame, by) -> list[str]:
+    """The columns that make a configuration: ``by`` (one column name or a list), or
+    ``default_grouping(df)`` when it is None. Raises ValueError naming columns ``df`` lacks."""
     keys = default_grouping(df) if by is None else [by] if isinstance(by, str) else list(by)
     missing = [key for key in keys if key not in df.columns]
     if missing:
@@ -258,7 +260,7 @@ def variant_task_table(df: pd.DataFrame, stat: str = "mean±std", by: list[str] 
     """
     if stat not in STATS:
         raise ValueError(f"unknown stat {stat!r}; choose one of {list(STATS)}")
-    keys = _grouping(df, by)
+    keys = grouping_keys(df, by)
     summary = summarize(df, by=keys, metric=metric)
     baselines = baseline_variants(df)
     centre = "median" if stat == "median" else "mean"
@@ -294,7 +296,7 @@ def cost_table(df: pd.DataFrame, by: list[str] | str | None = None) -> pd.DataFr
 
     Columns: runs, trainable parameters, adapter file size, seconds per step, train time, peak memory.
     """
-    keys = _grouping(df, by)
+    keys = grouping_keys(df, by)
     runs = ok_runs(df)
     if runs.empty:
         raise ValueError("no successful runs (status == 'ok') to summarize")

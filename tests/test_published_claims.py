@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import analysis
-from analysis import published_claims
+from analysis import published_claims, stats
 from analysis.__main__ import main
 from fake_records import trainable_params, write_fake_records
 
@@ -99,6 +99,15 @@ def test_planted_differences_get_the_verdicts_they_should(fake_study):
         assert mine.loc[row["task"], "difference"] == pytest.approx(row["difference"])
         assert mine.loc[row["task"], "ci_low"] == pytest.approx(row["ci_low"])
     assert (table["ci_low"] < table["ci90_low"]).all() and (table["ci90_high"] < table["ci_high"]).all()
+    # compare's standard error and degrees of freedom give its interval at another level without
+    # resampling: the claims table's 90 % interval is compare's own at level 0.9
+    at_90 = analysis.compare(pair, analysis.load_predictions(pair), reference="head", n_boot=300, level=0.9)
+    for (_, row), (_, row90) in zip(reference.iterrows(), at_90.iterrows()):
+        parts = row["difference"], row["standard_error"], row["degrees_of_freedom"]
+        assert stats.t_interval(*parts, 0.9) == pytest.approx((row90["ci_low"], row90["ci_high"]))
+        assert stats.t_interval(*parts, 0.95) == pytest.approx((row["ci_low"], row["ci_high"]))
+        assert (mine.loc[row["task"], "ci90_low"], mine.loc[row["task"], "ci90_high"]) == pytest.approx(
+            (row90["ci_low"], row90["ci_high"]))
     # a refutation is judged at Bonferroni's level over the claim's three tasks: a wider interval
     assert np.allclose(table["refutation_level"], 1 - 0.05 / 3)
     assert (table["refutation_low"] < table["ci_low"]).all() and (table["ci_high"] < table["refutation_high"]).all()
