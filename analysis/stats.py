@@ -317,7 +317,7 @@ def mean_interval_half_width(values, level: float = 0.95) -> float:
     if len(values) < 2:
         return float("nan")
     error = float(np.std(values, ddof=1)) / np.sqrt(len(values))
-    return float(student_t.ppf(0.5 + level / 2, len(values) - 1)) * error
+    return t_interval(0.0, error, len(values) - 1, level)[1]
 
 
 def holm(p_values) -> np.ndarray:
