@@ -31,6 +31,7 @@ FIGURES = {  # file name prefix -> plot function (each takes the DataFrame and a
     "cost": plots.plot_cost,
     "curves": plots.plot_learning_curves,
 }
+SCORE_FIGURES = {"params", "rank", "alpha"}  # those that take metric=: they follow --split
 
 
 def say(text: str = "", file=None) -> None:
@@ -62,7 +63,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--compare", metavar="VARIANT", default=None,
                         help="also print paired differences to this reference variant (e.g. lora, full): "
                              "95%% CIs, Holm-adjusted p-values, verdicts, collapse rates")
-    parser.add_argument("--split", default="validation", help="split --compare scores (default: validation)")
+    parser.add_argument("--split", default="validation", choices=list(comparison.RECORDED_SCORE),
+                        help="which split the table, the score figures and --compare score: validation "
+                             "(dev, the default) or selection (the split every choice was made on)")
     parser.add_argument("--margin", type=float, default=1.5,
                         help="--compare's equivalence margin in points ×100 (default: 1.5)")
     parser.add_argument("--n-boot", type=int, default=4000, help="--compare's bootstrap replicates (default: 4000)")
@@ -98,14 +101,20 @@ def run(arguments: argparse.Namespace) -> int:
     if arguments.compare and arguments.compare not in set(ok["variant"]):
         raise ValueError(f"unknown --compare variant {arguments.compare!r}; the results hold "
                          f"{tables.ordered_variants(ok['variant'].dropna())}")
+    score = comparison.RECORDED_SCORE[arguments.split]
+    if score not in ok or ok[score].isna().all():
+        raise ValueError(f"--split {arguments.split}: no successful run under {folder} recorded a "
+                         f"{arguments.split} score (runs record one when data.selection_fraction is set); "
+                         f"use --split validation")
     by = arguments.by.split(",") if arguments.by else None
     if by and "seed" in by:
         cells = "one seed per row"
     else:
         cells = {"median": "median over seeds", "mean±ci": "mean ± 95 % t interval over seeds"}.get(
             arguments.stat, "mean ± std over seeds")
-    say(f"## Main metric per task ×100 ({cells})\n")
-    say(tables.to_markdown(tables.variant_task_table(df, stat=arguments.stat, by=by)))
+    split_name = {"validation": "dev"}.get(arguments.split, f"the {arguments.split} split")
+    say(f"## Main metric per task ×100 on {split_name} ({cells})\n")
+    say(tables.to_markdown(tables.variant_task_table(df, stat=arguments.stat, by=by, metric=score)))
     predictions = comparison.load_predictions(df)
     collapses = comparison.collapse_table(df, predictions, by=by, split=arguments.split)
     if (collapses[[task for task in tables.ordered_tasks(ok["task"].dropna())]] != "–").to_numpy().any():
@@ -122,7 +131,7 @@ def run(arguments: argparse.Namespace) -> int:
     differences = compare(df, predictions, arguments, by) if arguments.compare else None
     if not arguments.no_figures:
         out = Path(arguments.out) if arguments.out else folder / "figures"
-        write_figures(df, out, arguments.task)
+        write_figures(df, out, arguments.task, split=arguments.split)
         if differences is not None and differences["difference"].notna().any():
             plots.save_figure(comparison.plot_differences(differences), out, f"compare_{arguments.compare}")
             say(f"wrote compare_{arguments.compare} (PNG + SVG) to {out}")
@@ -143,7 +152,9 @@ def compare(df, predictions, arguments, by=None):
     return table
 
 
-def write_figures(df, out: Path, tasks=None) -> None:
+def write_figures(df, out: Path, tasks=None, split: str = "validation") -> None:
+    """Every figure the records support, per task. Score figures show ``split``; off dev, their file
+    names end in ``_{split}`` so that they sit beside the dev figures."""
     known = tables.ordered_tasks(tables.ok_runs(df)["task"].dropna())
     unknown = sorted(set(tasks or []) - set(known))
     if unknown:
@@ -152,12 +163,16 @@ def write_figures(df, out: Path, tasks=None) -> None:
     written, skipped = 0, []
     for task in tasks:
         for prefix, plot in FIGURES.items():
+            name = f"{prefix}_{task}"
+            scored = prefix in SCORE_FIGURES
+            if scored and split != "validation":
+                name = f"{name}_{split}"
             try:
-                figure = plot(df, task)
+                figure = plot(df, task, metric=comparison.RECORDED_SCORE[split]) if scored else plot(df, task)
             except plots.NoDataError as reason:
-                skipped.append(f"{prefix}_{task}: {reason}")
+                skipped.append(f"{name}: {reason}")
                 continue
-            plots.save_figure(figure, out, f"{prefix}_{task}")
+            plots.save_figure(figure, out, name)
             written += 1
     say(f"\nwrote {written} figures (PNG + SVG) to {out}")
     for line in skipped:

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from .tables import (baseline_variants, default_grouping, metric_column, ok_runs, ordered_tasks,
-                     ordered_variants, sorted_rows, summarize)
+                     ordered_variants, score_name, sorted_rows, summarize)
 
 
 class NoDataError(ValueError):
@@ -126,10 +126,7 @@ def _configurations(runs: pd.DataFrame, by: list[str] | str | None) -> list[str]
 
 def _metric_label(runs: pd.DataFrame, metric: str, scale: float) -> str:
     column = metric_column(runs, metric)
-    if column == "main_score":
-        name = ", ".join(sorted(runs["main_metric"].dropna().astype(str).unique())) or "main score"
-    else:
-        name = column.removeprefix("metric.")
+    name = score_name(column, ", ".join(sorted(runs["main_metric"].dropna().astype(str).unique())) or "main score")
     return f"{name} ×{scale:g}" if scale != 1 else name
 
 

@@ -133,6 +133,17 @@ def metric_column(df: pd.DataFrame, metric: str) -> str:
     raise ValueError(f"unknown metric {metric!r}; choose one of {choices}")
 
 
+def score_name(column: str, main_metrics) -> str | pd.Series:
+    """How tables and figures name the score in ``column``: the task's main metric(s) for
+    ``main_score`` (dev), the same marked as the selection split's for ``selection_score``, else the
+    metric's own name."""
+    if column == "main_score":
+        return main_metrics
+    if column == "selection_score":
+        return main_metrics + " on the selection split"
+    return column.removeprefix("metric.")
+
+
 def summarize(df: pd.DataFrame, by: list[str] | str | None = None, metric: str = "main_score"
               ) -> pd.DataFrame:
     """Per configuration (``by``) and task: number of seeds, mean, std (ddof=1), ``ci`` (half the
@@ -166,7 +177,7 @@ def summarize(df: pd.DataFrame, by: list[str] | str | None = None, metric: str =
                       stacklevel=2)
     summary = pd.DataFrame(rows)
     if column != "main_score":
-        summary["main_metric"] = column.removeprefix("metric.")
+        summary["main_metric"] = score_name(column, summary["main_metric"])
     return sorted_rows(summary, keys, runs).reset_index(drop=True)
 
 

@@ -312,9 +312,9 @@ def test_command_names_what_a_cell_is(results, capsys):
     from analysis.__main__ import main
     folder, _ = results
     assert main([str(folder / STUDY), "--no-figures"]) == 0
-    assert "## Main metric per task ×100 (mean ± std over seeds)" in capsys.readouterr().out
+    assert "## Main metric per task ×100 on dev (mean ± std over seeds)" in capsys.readouterr().out
     assert main([str(folder / STUDY), "--no-figures", "--by", "variant,rank,alpha,seed"]) == 0
-    assert "## Main metric per task ×100 (one seed per row)" in capsys.readouterr().out
+    assert "## Main metric per task ×100 on dev (one seed per row)" in capsys.readouterr().out
 
 
 def test_command_reports_bad_input_without_a_traceback(results, tmp_path, capsys):

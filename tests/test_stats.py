@@ -347,6 +347,38 @@ def test_command_prints_the_comparison_table(study, capsys):
     assert "lorra" in capsys.readouterr().err
 
 
+def test_command_split_selection_tabulates_and_draws_the_selection_scores(study, tmp_path, capsys):
+    from analysis.__main__ import main
+    folder, records, _, _ = study
+    assert main([str(folder), "--split", "selection", "--task", "rte", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "## Main metric per task ×100 on the selection split (mean ± std over seeds)" in out
+    header = next(line for line in out.splitlines() if line.startswith("| variant |"))
+    assert "rte (accuracy on the selection split)" in header
+    row = next(line for line in out.splitlines() if line.startswith("| lora | 4 | 16 |"))
+    scores = [100 * r["selection_score"] for r in records if r["status"] == "ok"
+              and (r["variant"], r["task"], r["rank"], r["alpha"]) == ("lora", "rte", 4, 16.0)]
+    dev = [100 * r["main_score"] for r in records if r["status"] == "ok"
+           and (r["variant"], r["task"], r["rank"], r["alpha"]) == ("lora", "rte", 4, 16.0)]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert f"{np.mean(scores):.1f} ± {np.std(scores, ddof=1):.1f}" == cells[header.strip("|").split("|").index(
+        " rte (accuracy on the selection split) ")]
+    assert f"{np.mean(scores):.1f}" != f"{np.mean(dev):.1f}"  # the planted splits differ: the test can fail
+    for name in ("rank_rte_selection", "alpha_rte_selection", "params_rte_selection", "cost_rte"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+    assert not (tmp_path / "rank_rte.png").exists()  # the dev figure is not overwritten with selection scores
+
+
+def test_command_split_names_the_valid_choices_and_records_without_that_split(study, tmp_path, capsys):
+    from analysis.__main__ import main
+    with pytest.raises(SystemExit):
+        main([str(study[0]), "--no-figures", "--split", "test"])
+    assert "'validation', 'selection'" in capsys.readouterr().err
+    write_fake_records(tmp_path, study="no_selection_split")  # without predictions: no selection score
+    assert main([str(tmp_path), "--no-figures", "--split", "selection"]) == 2
+    assert "no successful run" in capsys.readouterr().err
+
+
 def test_forest_plot_draws_each_difference_and_saves_the_same_bytes_twice(table, tmp_path):
     figure = analysis.plot_differences(table)
     ax = figure.axes[0]
