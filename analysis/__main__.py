@@ -160,15 +160,14 @@ def write_figures(df, out: Path, tasks=None, split: str = "validation") -> None:
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose among {known}")
     tasks = tasks or known
+    score, suffix = comparison.RECORDED_SCORE[split], "" if split == "validation" else f"_{split}"
     written, skipped = 0, []
     for task in tasks:
         for prefix, plot in FIGURES.items():
-            name = f"{prefix}_{task}"
             scored = prefix in SCORE_FIGURES
-            if scored and split != "validation":
-                name = f"{name}_{split}"
+            name = f"{prefix}_{task}{suffix if scored else ''}"
             try:
-                figure = plot(df, task, metric=comparison.RECORDED_SCORE[split]) if scored else plot(df, task)
+                figure = plot(df, task, metric=score) if scored else plot(df, task)
             except plots.NoDataError as reason:
                 skipped.append(f"{name}: {reason}")
                 continue

@@ -176,8 +176,7 @@ def summarize(df: pd.DataFrame, by: list[str] | str | None = None, metric: str =
                       f"they differ in {differing or 'no recorded setting'}: add these to by=",
                       stacklevel=2)
     summary = pd.DataFrame(rows)
-    if column != "main_score":
-        summary["main_metric"] = score_name(column, summary["main_metric"])
+    summary["main_metric"] = score_name(column, summary["main_metric"])
     return sorted_rows(summary, keys, runs).reset_index(drop=True)
 
 
