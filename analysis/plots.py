@@ -309,7 +309,9 @@ def plot_learning_curves(df: pd.DataFrame, task: str | None = None, by: list[str
         raise NoDataError(f"no learning curve logged on {task}")
     curves[["step", "loss", "eval"]] = curves[["step", "loss", "eval"]].astype(float)
     panels = {"loss": "training loss"}
-    if curves["eval"].notna().any():
+    # A dev score logged once, at the end (the comparison protocol scores dev once), is the table's
+    # number, not a curve: the panel appears only when some run logged dev at two or more steps.
+    if (curves.dropna(subset=["eval"]).groupby("run").size() >= 2).any():
         panels["eval"] = f"dev {_metric_label(runs, 'main_score', 1)} (logged during training)"
     fig, axes = new_figure(width=6.0 * len(panels), columns=len(panels))
     for ax, (column, label) in zip(axes, panels.items()):

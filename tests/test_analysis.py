@@ -281,6 +281,17 @@ def test_learning_curves_never_average_runs_of_different_settings(df):
     assert all(label.endswith("(one run)") for label in labels)
 
 
+def test_learning_curves_show_dev_only_where_it_was_logged_during_training(df):
+    logged = df[(df["status"] == "ok") & (df["task"] == "mrpc")
+                & df["learning_curve"].apply(lambda curve: isinstance(curve, list) and len(curve) > 0)]
+    run = logged[logged["variant"] == "lora"].iloc[[0]]
+    assert len(analysis.plot_learning_curves(run, "mrpc").axes) == 2  # dev logged every 40 steps
+    dev_once = [{**point, "eval": None} for point in run["learning_curve"].iloc[0]]
+    dev_once[-1]["eval"] = 0.8  # the protocol's one dev score, at the end
+    scored_once = run.assign(learning_curve=[dev_once])
+    assert [ax.get_ylabel() for ax in analysis.plot_learning_curves(scored_once, "mrpc").axes] == ["training loss"]
+
+
 def test_plots_explain_missing_data(df):
     with pytest.raises(analysis.NoDataError, match="rank sweep"):
         analysis.plot_metric_vs_rank(df[df["rank"] == 8], "mrpc")
