@@ -270,10 +270,14 @@ def test_alpha_plot_shows_only_variants_swept_over_alpha(df):
     assert "r = 8" in ax.get_title()
 
 
-def test_learning_curves_never_average_runs_of_different_settings(df):
+def one_mrpc_lora_run_with_a_curve(df):
     logged = df[(df["status"] == "ok") & (df["task"] == "mrpc")
                 & df["learning_curve"].apply(lambda curve: isinstance(curve, list) and len(curve) > 0)]
-    one = logged[logged["variant"] == "lora"].iloc[[0]]
+    return logged[logged["variant"] == "lora"].iloc[[0]]
+
+
+def test_learning_curves_never_average_runs_of_different_settings(df):
+    one = one_mrpc_lora_run_with_a_curve(df)
     other = one.assign(rank=one["rank"] * 4, path=one["path"] + ".rank32")  # same variant, other rank
     ax = analysis.plot_learning_curves(pd.concat([one, other]), "mrpc").axes[0]
     labels = [line.get_label() for line in ax.lines if line.get_linewidth() == 2]
@@ -282,9 +286,7 @@ def test_learning_curves_never_average_runs_of_different_settings(df):
 
 
 def test_learning_curves_show_dev_only_where_it_was_logged_during_training(df):
-    logged = df[(df["status"] == "ok") & (df["task"] == "mrpc")
-                & df["learning_curve"].apply(lambda curve: isinstance(curve, list) and len(curve) > 0)]
-    run = logged[logged["variant"] == "lora"].iloc[[0]]
+    run = one_mrpc_lora_run_with_a_curve(df)
     assert len(analysis.plot_learning_curves(run, "mrpc").axes) == 2  # dev logged every 40 steps
     dev_once = [{**point, "eval": None} for point in run["learning_curve"].iloc[0]]
     dev_once[-1]["eval"] = 0.8  # the protocol's one dev score, at the end
