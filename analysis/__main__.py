@@ -133,8 +133,9 @@ def run(arguments: argparse.Namespace) -> int:
         out = Path(arguments.out) if arguments.out else folder / "figures"
         write_figures(df, out, arguments.task, split=arguments.split)
         if differences is not None and differences["difference"].notna().any():
-            plots.save_figure(comparison.plot_differences(differences), out, f"compare_{arguments.compare}")
-            say(f"wrote compare_{arguments.compare} (PNG + SVG) to {out}")
+            name = f"compare_{arguments.compare}{split_suffix(arguments.split)}"
+            plots.save_figure(comparison.plot_differences(differences), out, name)
+            say(f"wrote {name} (PNG + SVG) to {out}")
     return 0
 
 
@@ -152,6 +153,12 @@ def compare(df, predictions, arguments, by=None):
     return table
 
 
+def split_suffix(split: str) -> str:
+    """How a figure's file name marks the split it shows: nothing for dev, ``_{split}`` otherwise, so that
+    a figure on the selection split sits beside its dev twin instead of overwriting it."""
+    return "" if split == "validation" else f"_{split}"
+
+
 def write_figures(df, out: Path, tasks=None, split: str = "validation") -> None:
     """Every figure the records support, per task. Score figures show ``split``; off dev, their file
     names end in ``_{split}`` so that they sit beside the dev figures."""
@@ -160,7 +167,7 @@ def write_figures(df, out: Path, tasks=None, split: str = "validation") -> None:
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose among {known}")
     tasks = tasks or known
-    score, suffix = comparison.RECORDED_SCORE[split], "" if split == "validation" else f"_{split}"
+    score, suffix = comparison.RECORDED_SCORE[split], split_suffix(split)
     written, skipped = 0, []
     for task in tasks:
         for prefix, plot in FIGURES.items():

@@ -350,7 +350,8 @@ def test_command_prints_the_comparison_table(study, capsys):
 def test_command_split_selection_tabulates_and_draws_the_selection_scores(study, tmp_path, capsys):
     from analysis.__main__ import main
     folder, records, _, _ = study
-    assert main([str(folder), "--split", "selection", "--task", "rte", "--out", str(tmp_path)]) == 0
+    assert main([str(folder), "--split", "selection", "--task", "rte", "--out", str(tmp_path),
+                 "--compare", "full", "--n-boot", "200"]) == 0
     out = capsys.readouterr().out
     assert "## Main metric per task ×100 on the selection split (mean ± std over seeds)" in out
     header = next(line for line in out.splitlines() if line.startswith("| variant |"))
@@ -364,9 +365,11 @@ def test_command_split_selection_tabulates_and_draws_the_selection_scores(study,
     assert f"{np.mean(scores):.1f} ± {np.std(scores, ddof=1):.1f}" == cells[header.strip("|").split("|").index(
         " rte (accuracy on the selection split) ")]
     assert f"{np.mean(scores):.1f}" != f"{np.mean(dev):.1f}"  # the planted splits differ: the test can fail
-    for name in ("rank_rte_selection", "alpha_rte_selection", "params_rte_selection", "cost_rte"):
+    for name in ("rank_rte_selection", "alpha_rte_selection", "params_rte_selection", "cost_rte",
+                 "compare_full_selection"):
         assert (tmp_path / f"{name}.png").stat().st_size > 0
-    assert not (tmp_path / "rank_rte.png").exists()  # the dev figure is not overwritten with selection scores
+    for name in ("rank_rte", "compare_full"):  # the dev figures are not overwritten with selection scores
+        assert not (tmp_path / f"{name}.png").exists()
 
 
 def test_command_split_names_the_valid_choices_and_records_without_that_split(study, tmp_path, capsys):
