@@ -112,7 +112,6 @@ def test_second_edition_rank_study_gives_lora_and_rslora_one_rate_across_ranks(t
     assert study["results"]["dir"] == "results/second_edition/rank"
 
 
-
 def test_the_rank_check_at_rsloras_own_rate_differs_from_stage_four_only_in_the_rate():
     """The check added after stage 4: rsLoRA at r = 4 and 256 at the rate stage 2 chose for rsLoRA (no
     tuned_variant: the run's own), stage 4's seeds, training and data, in a folder of its own."""
@@ -125,6 +124,7 @@ def test_the_rank_check_at_rsloras_own_rate_differs_from_stage_four_only_in_the_
     assert sweep["variant"] == ["rslora"] and [int(r) for r in sweep["rank"]] == [4, 256]
     assert sweep["seed"] == stage_four_sweep["seed"] and sweep["task"] == stage_four_sweep["task"]
     assert check["results"]["dir"] == "results/second_edition/rank_own_rate"
+
 
 def test_progress_counts_a_sweep_and_sees_what_is_done(tmp_path):
     sweep = ["experiment=rank_sweep", "variant=lora,head", "rank=4,8", f"results.dir={tmp_path}"]
