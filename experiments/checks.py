@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import variants
 
+from . import precision
 from .models import check_pooling
 from .task_schema import check_task
 
@@ -15,11 +16,14 @@ def normalized(cfg: dict) -> dict:
     """The config as hashed and recorded: settings a baseline ignores are blanked, so a rank sweep
     does not train the same baseline once per rank; the learning rates of ``train.tuned_file`` and
     ``train.lr_factor`` are folded into ``train.lr`` / ``train.head_lr`` (so the resolved rates, not the
-    file or the factor, are hashed: factor 1 is the default run)."""
+    file or the factor, are hashed: factor 1 is the default run); ``train.mixed_precision: auto`` becomes
+    the precision this machine trains in (``experiments.precision``)."""
     cfg = dict(cfg)
     if "train" in cfg:
         task = (cfg.get("task") or {}).get("name")
         cfg["train"] = resolved_learning_rates(cfg["train"], cfg["variant"]["name"], task)
+        cfg["train"]["mixed_precision"] = precision.resolve_here(cfg["train"].get("mixed_precision", "no"),
+                                                                 cfg["train"].get("device"))
     if is_baseline(cfg["variant"]["name"]):
         cfg.update(rank=None, alpha=None, target_modules=None, dropout=None)
         cfg["variant"] = {**cfg["variant"], "options": {}}
@@ -33,6 +37,7 @@ def check_config(cfg: dict) -> None:
     check_pooling((cfg.get("model") or {}).get("pooling", "model"))
     check_task(cfg["task"])
     train = cfg["train"]
+    precision.resolve(train.get("mixed_precision", "no"), "cpu", False, False)  # a bad value names the choices
     for key in ("lr", "batch_size"):
         if not (train.get(key) and train[key] > 0):
             raise ValueError(f"train.{key} must be > 0, got {train.get(key)!r}")

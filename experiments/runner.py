@@ -10,7 +10,7 @@ from pathlib import Path
 
 import variants
 
-from . import claims, data, metrics, provenance, results
+from . import claims, data, metrics, precision, provenance, results
 from .checks import check_config, normalized
 from .models import head_modules, load_model_and_tokenizer, resolve_name_or_path
 from .train import train_and_evaluate
@@ -46,7 +46,7 @@ def base_record(cfg: dict, run_hash: str) -> dict:
         "epochs": train.get("epochs"), "max_steps": train.get("max_steps"), "batch_size": train["batch_size"],
         "max_length": train.get("max_length"), "warmup": train.get("warmup"),
         "weight_decay": train.get("weight_decay"), "max_train_samples": data_cfg.get("max_train_samples"),
-        "config": cfg,
+        "precision": precision.RECORDED[train["mixed_precision"]], "config": cfg,
     }
 
 
@@ -104,7 +104,8 @@ def train_and_record(cfg: dict, results_dir: Path, run_hash: str, log_metrics, s
     variant = cfg["variant"]
     heads = head_modules(cfg["model"].get("pooling", "model"))
     variants.apply(model, variant["name"], rank=cfg["rank"], alpha=cfg["alpha"], target_modules=cfg["target_modules"],
-                   dropout=cfg["dropout"], head_modules=heads, **dict(variant.get("options") or {}))
+                   dropout=cfg["dropout"], head_modules=heads, base_dtype=precision.BASE_DTYPE.get(train["mixed_precision"]),
+                   **dict(variant.get("options") or {}))
     record = base_record(cfg, run_hash)
     record["model_name_or_path"] = name_or_path
     record["provenance"] = provenance.collect(cfg, name_or_path)  # not part of cfg: never in the hash

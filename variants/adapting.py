@@ -4,11 +4,15 @@ from __future__ import annotations
 import math
 import warnings
 
+import torch
 from torch import nn
 
 from .base import Adapter, layer_shape
 from .registry import lookup
-from .targets import HEAD_NAMES, head_prefixes, match_targets, set_module
+from .targets import HEAD_NAMES, head_prefixes, is_linear, match_targets, set_module
+
+#: the dtypes the frozen base weights may be stored in (``apply``'s ``base_dtype``), by name
+BASE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def check_settings(name: str, rank, alpha, dropout, options: dict) -> tuple[type, float | None]:
@@ -33,15 +37,24 @@ def check_settings(name: str, rank, alpha, dropout, options: dict) -> tuple[type
 
 
 def apply(model: nn.Module, name: str, *, rank: int | None = 8, alpha: float | None = None,
-          target_modules="all-linear", dropout: float | None = 0.0, head_modules=HEAD_NAMES, **options) -> nn.Module:
+          target_modules="all-linear", dropout: float | None = 0.0, head_modules=HEAD_NAMES,
+          base_dtype: str | None = None, **options) -> nn.Module:
     """Adapt ``model`` in place with variant ``name`` and return it.
 
     Adapters go on the layers that ``target_modules`` names (leaf names, a regex, or "all-linear");
     every other weight is frozen except the task head (``classifier``/``score``). ``alpha`` defaults to
     ``rank``. ``options`` are the variant's own (``variants.lookup(name).options`` lists them). A
     baseline ignores rank, alpha, target_modules and dropout (None is fine).
+
+    ``base_dtype`` ("bfloat16", "float16"; None: as loaded) stores the frozen weights of linear layers
+    in that dtype, before the adapters are made (so a DoRA magnitude or a PiSSA residual is computed from
+    the weights the adapter will see): half the memory, and no cast per step under autocast. The
+    adapters, the head and whatever else trains stay in their own dtype (float32); a quantized base
+    (QLoRA's NF4) stays quantized.
     """
     cls, alpha = check_settings(name, rank, alpha, dropout, options)
+    if base_dtype is not None and base_dtype not in BASE_DTYPES:
+        raise ValueError(f"base_dtype {base_dtype!r} is not a dtype here; valid: {', '.join(BASE_DTYPES)}")
     if getattr(model, "variant_config", None) is not None:
         raise ValueError(f"model is already adapted with {model.variant_config['variant']!r}; "
                          "call variants.remove(model) first, or variants.load() to switch adapters")
@@ -52,23 +65,41 @@ def apply(model: nn.Module, name: str, *, rank: int | None = 8, alpha: float | N
     config = {"variant": name, "rank": rank, "alpha": alpha, "dropout": dropout,
               "target_modules": target_modules if isinstance(target_modules, str) else list(target_modules),
               "head_modules": list(head_modules), "options": dict(options)}
+    if base_dtype is not None:
+        config["base_dtype"] = base_dtype
     if cls.is_baseline:
         cls.set_trainable(model, heads)
+        store_frozen_linear_weights(model, base_dtype)
     else:
         targets = match_targets(model, target_modules, head_modules)
         if cls.rank_bounded_by_layer:
             warn_if_rank_above_layers(targets, rank)
         for parameter in model.parameters():
             parameter.requires_grad_(False)
+        for head in heads:
+            model.get_submodule(head).requires_grad_(True)
         shared, targets = cls.prepare(model, targets, rank=rank, options={**cls.options, **options},
                                       head_modules=tuple(head_modules))
+        store_frozen_linear_weights(model, base_dtype)
         for layer_name, layer in targets.items():
             set_module(model, layer_name, cls(layer, rank=rank, alpha=alpha, dropout=dropout, shared=shared,
                                               **options))
-        for head in heads:
-            model.get_submodule(head).requires_grad_(True)
     model.variant_config = config
     return model
+
+
+def store_frozen_linear_weights(model: nn.Module, dtype_name: str | None) -> None:
+    """Cast the weight and bias of every linear layer whose weight does not train to ``dtype_name``."""
+    if dtype_name is None:
+        return
+    dtype = BASE_DTYPES[dtype_name]
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if is_linear(module) and isinstance(weight, nn.Parameter) and not weight.requires_grad:
+            for parameter_name in ("weight", "bias"):
+                parameter = getattr(module, parameter_name, None)
+                if isinstance(parameter, nn.Parameter) and not parameter.requires_grad:
+                    parameter.data = parameter.data.to(dtype)
 
 
 def warn_if_rank_above_layers(targets: dict[str, nn.Module], rank: int) -> None:

@@ -143,7 +143,8 @@ def install(model: nn.Module, config: dict, state: dict, source) -> nn.Module:
         remove(model)
     apply(model, config["variant"], rank=config["rank"], alpha=config["alpha"],
           target_modules=config["target_modules"], dropout=config.get("dropout", 0.0),
-          head_modules=tuple(config.get("head_modules", HEAD_NAMES)), **config.get("options", {}))
+          head_modules=tuple(config.get("head_modules", HEAD_NAMES)), base_dtype=config.get("base_dtype"),
+          **config.get("options", {}))
     try:
         load_state(model, state, source)
     except BaseException:
