@@ -70,7 +70,7 @@ def peft_config_for(variant: str, *, rank: int, alpha: float, target_modules, dr
                                       dropout=dropout, task_type="SEQ_CLS", **options)
     except ValueError:  # PEFT has no such variant
         return None
-    quantized = variants.lookup(variant).peft_base_quantization(options)
+    quantized = variants.peft_base_quantization(variant, **options)
     return PeftCounterpart(config, base_in_4bit=bool(quantized and quantized.get("load_in_4bit")))
 
 

@@ -62,7 +62,7 @@ def copy_from_peft(ours, theirs, model_name):
     """Put PEFT's adapter tensors (found by the names the variant declares) and head into ours."""
     state = get_peft_model_state_dict(theirs)
     for layer_name, layer in variants.adapter_layers(ours).items():
-        for ending, attr in type(layer).peft_tensors.items():
+        for ending, attr in type(layer).peft.tensors.items():
             getattr(layer, attr).copy_(state[f"base_model.model.{layer_name}{ending}"])
     head = MODELS[model_name][3]
     if head:
@@ -83,7 +83,7 @@ def test_same_weights_give_the_same_logits_as_peft(name, model_name, token_ids):
     expected = logits(theirs, token_ids)
     assert not torch.allclose(expected, logits(MODELS[model_name][0](), token_ids), atol=1e-3)  # not trivial
     torch.testing.assert_close(logits(ours, token_ids), expected, rtol=0, atol=1e-5)
-    shared = variants.lookup(name).peft_shared_state(ours)  # e.g. VeRA's projection: made the same way
+    shared = variants.lookup(name).peft.model_tensors(ours)  # e.g. VeRA's projection: made the same way
     theirs_state = get_peft_model_state_dict(theirs)
     for key, tensor in shared.items():
         assert torch.equal(tensor, theirs_state[key]), key
@@ -215,11 +215,12 @@ def test_peft_config_without_a_peft_counterpart_names_the_ones_it_has():
 
 def test_qlora_counterpart_is_lora_on_a_bitsandbytes_nf4_base():
     """Found by the declared base quantization, not by name: LoRA settings plus BitsAndBytesConfig keywords."""
-    quantized = [n for n in variants.available() if variants.lookup(n).peft_base_quantization({})]
+    quantized = [n for n in variants.available() if variants.peft_base_quantization(n)]
+    assert quantized
     for name in quantized:
         config = variants.peft_config(name, rank=4, alpha=8, target_modules=["query"])
         assert config.peft_type == "LORA" and config.r == 4
-        assert variants.lookup(name).peft_base_quantization({})["bnb_4bit_quant_type"] == "nf4"
+        assert variants.peft_base_quantization(name)["bnb_4bit_quant_type"] == "nf4"
 
 
 def test_import_errors_are_clear(tmp_path):

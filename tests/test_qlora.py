@@ -104,10 +104,14 @@ def test_merge_then_unmerge_round_trip():
     with torch.no_grad():
         unmerged = model(ids).logits
         variants.merge(model)
-        assert all(type(a.base_layer) is nn.Linear for a in variants.adapter_layers(model).values())
+        bases = [a.base_layer for a in variants.adapter_layers(model).values()]
+        assert all(base.merged_weight is not None for base in bases)  # merged: one dense matmul per layer
+        for base in bases:
+            torch.testing.assert_close(base.merged_weight, base.dequantized_weight() + base.added_delta, rtol=0, atol=0)
         torch.testing.assert_close(model(ids).logits, unmerged, rtol=0, atol=1e-5)
         variants.unmerge(model)
-        assert all(isinstance(a.base_layer, NF4Linear) for a in variants.adapter_layers(model).values())
+        assert all(isinstance(a.base_layer, NF4Linear) and a.base_layer.merged_weight is None
+                   for a in variants.adapter_layers(model).values())
         after = dict(model.named_buffers())
         assert stored.keys() <= after.keys() and all(torch.equal(after[n], b) for n, b in stored.items())
         torch.testing.assert_close(model(ids).logits, unmerged, rtol=0, atol=0)

@@ -17,7 +17,7 @@ BASELINES = [n for n in variants.available() if variants.lookup(n).is_baseline]
 #: adapters whose frozen base computes what the original layers did (not QLoRA's 4-bit base)
 EXACT_BASE = [n for n in ADAPTERS if variants.lookup(n).exact_base]
 #: the LoRA family: init options, combine
-LOW_RANK = [n for n in EXACT_BASE if issubclass(variants.lookup(n), variants.LowRankAdapter)]
+LOW_RANK = [n for n in EXACT_BASE if issubclass(variants.lookup(n), variants.LoRA)]
 COMBINABLE = [n for n in EXACT_BASE if variants.lookup(n).combinable]
 QV = ["query", "value"]
 
@@ -438,7 +438,7 @@ def test_combine_two_adapters_gives_the_weighted_sum_of_updates(name, tmp_path):
     layers = variants.adapter_layers(combined)
     deltas_a, deltas_b = variants.adapter_layers(first), variants.adapter_layers(second)
     for layer_name, layer in layers.items():
-        low_rank = variants.LowRankAdapter.delta_weight  # DoRA: its low-rank part (the magnitudes add too)
+        low_rank = variants.LoRA.delta_weight  # DoRA: its low-rank part (the magnitudes add too)
         expected = 0.5 * low_rank(deltas_a[layer_name]) + 0.5 * low_rank(deltas_b[layer_name])
         torch.testing.assert_close(low_rank(layer), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(combined.classifier.weight, 0.5 * first.classifier.weight + 0.5 * second.classifier.weight)
@@ -447,7 +447,7 @@ def test_combine_two_adapters_gives_the_weighted_sum_of_updates(name, tmp_path):
 def test_combine_refuses_vera_and_mixed_variants(tmp_path):
     variants.save(adapted("vera", targets=QV), tmp_path / "v")
     variants.save(adapted("lora", targets=QV), tmp_path / "l")
-    with pytest.raises(ValueError, match="'vera' cannot be combined"):
+    with pytest.raises(ValueError, match="'vera' is not combinable exactly; combinable variants: dora, lora"):
         variants.combine(make_bert(), [tmp_path / "v"], [1.0])
     with pytest.raises(ValueError, match="one variant"):
         variants.combine(make_bert(), [tmp_path / "v", tmp_path / "l"], [0.5, 0.5])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import lookup
+from .registry import available, lookup
 from .saving import check_base, install, read_saved
 from .targets import HEAD_NAMES, head_prefixes
 
@@ -23,8 +23,9 @@ def combine(model: nn.Module, folders, weights) -> nn.Module:
         raise ValueError(f"combine needs adapters of one variant, got {sorted(names)}")
     cls = lookup(names.pop())
     if not cls.combinable:
-        cls.combine([], configs, weights)  # raises the variant's own clear error
-        raise ValueError(f"variant {cls.name!r} cannot be combined exactly")
+        combinable = [name for name in available() if lookup(name).combinable]
+        kind = "a baseline: it has no adapter to combine" if cls.is_baseline else "not combinable exactly"
+        raise ValueError(f"variant {cls.name!r} is {kind}; combinable variants: {', '.join(combinable)}")
     for folder, config in zip(folders, configs):
         check_base(model, config, folder)
     heads = head_prefixes(model, configs[0].get("head_modules", HEAD_NAMES))

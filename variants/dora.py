@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LowRankAdapter, dense_weight
+from .base import dense_weight
+from .lora import LoRA, LoraCounterpart
 
 
-class DoRA(LowRankAdapter):
+class DoRA(LoRA):
     name = "dora"
     step_overhead_goal = 0.5  # the fused norm: half of PEFT's extra cost
-    peft_flags = {"use_rslora": False, "use_dora": True}
-    peft_tensors = {**LowRankAdapter.peft_tensors, ".lora_magnitude_vector": "magnitude"}
+    peft = LoraCounterpart(use_dora=True, extra_tensors={".lora_magnitude_vector": "magnitude"})
 
     @classmethod
     def trainable_per_layer(cls, in_features, out_features, rank, options):
@@ -91,20 +91,6 @@ class DoRA(LowRankAdapter):
         weight = dense_weight(self.base_layer).float()
         combined = weight + super().delta_weight()
         return (self.magnitude / self.norm_of(combined).detach()).unsqueeze(1) * combined - weight
-
-    @torch.no_grad()
-    def merge(self):
-        if not self.merged:
-            self._merged_delta = self.delta_weight()
-            self._add_to_base_weight(self._merged_delta)
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self):
-        if self.merged:
-            self._add_to_base_weight(-self._merged_delta)
-            del self._merged_delta
-            self.merged = False
 
     @classmethod
     def combine(cls, states, configs, weights):

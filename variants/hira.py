@@ -12,6 +12,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Adapter, dense_weight
+from .peft_counterpart import PeftCounterpart
+
+
+class HiraCounterpart(PeftCounterpart):
+    """PEFT's ``HiraConfig``."""
+
+    tensors = {".hira_A": "hira_A", ".hira_B": "hira_B"}
+
+    def config(self, variant, *, rank, alpha, dropout, options):
+        return {"peft_type": "HIRA", "r": rank, "hira_dropout": dropout,
+                "init_weights": True if options["init"] == "kaiming" else "gaussian"}
+
+    def read_config(self, variant, peft_config):
+        if peft_config.get("peft_type") != "HIRA":
+            return None
+        if peft_config.get("rank_pattern"):
+            raise ValueError(f"PEFT HiRA setting rank_pattern={peft_config['rank_pattern']} has no equivalent here")
+        init = "gaussian" if peft_config.get("init_weights") == "gaussian" else "kaiming"
+        settings = {"rank": peft_config["r"], "alpha": None, "dropout": peft_config.get("hira_dropout", 0.0)}
+        return settings, {"init": init}
 
 
 class HiRA(Adapter):
@@ -20,7 +40,7 @@ class HiRA(Adapter):
     options = {"init": "kaiming"}
     inits = ("kaiming", "gaussian")
     rank_bounded_by_layer = False  # W0 ⊙ (B A) can have rank up to min(in, out)
-    peft_tensors = {".hira_A": "hira_A", ".hira_B": "hira_B"}
+    peft = HiraCounterpart()
 
     @classmethod
     def check_options(cls, options):
@@ -41,42 +61,9 @@ class HiRA(Adapter):
             nn.init.kaiming_uniform_(self.hira_A, a=math.sqrt(5))
 
     def delta_weight(self):
-        """W0 ⊙ (B A), with W0 the unmerged frozen weight."""
-        weight = self._merged_base if self.merged else dense_weight(self.base_layer)
-        return weight.to(self.hira_A.dtype) * (self.hira_B @ self.hira_A)
+        """W0 ⊙ (B A), with W0 the frozen weight (unmerged: ``merge`` keeps the delta it added)."""
+        return dense_weight(self.base_layer).to(self.hira_A.dtype) * (self.hira_B @ self.hira_A)
 
     def update(self, x):
         x = x.to(self.hira_A.dtype)
         return F.linear(x, self.delta_weight())
-
-    @torch.no_grad()
-    def merge(self):
-        # the update depends on W0: keep it, so that unmerge takes out exactly what merge added
-        if not self.merged:
-            self._merged_base = dense_weight(self.base_layer).detach().clone()
-            self._add_to_base_weight(self.delta_weight())
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self):
-        if self.merged:
-            self._add_to_base_weight(-self.delta_weight())
-            del self._merged_base
-            self.merged = False
-
-    # -- PEFT's HiRA ---------------------------------------------------------------------------
-    @classmethod
-    def peft_settings(cls, *, rank, alpha, dropout, options):
-        init = {**cls.options, **options}["init"]
-        return {"peft_type": "HIRA", "r": rank, "hira_dropout": dropout,
-                "init_weights": True if init == "kaiming" else "gaussian"}
-
-    @classmethod
-    def from_peft_settings(cls, peft_config):
-        if peft_config.get("peft_type") != "HIRA":
-            return None
-        if peft_config.get("rank_pattern"):
-            raise ValueError(f"PEFT HiRA setting rank_pattern={peft_config['rank_pattern']} has no equivalent here")
-        init = "gaussian" if peft_config.get("init_weights") == "gaussian" else "kaiming"
-        settings = {"rank": peft_config["r"], "alpha": None, "dropout": peft_config.get("hira_dropout", 0.0)}
-        return settings, {"init": init}

@@ -164,6 +164,10 @@ class NF4Linear(nn.Module):
         for name in ("codes", "absmax", "scale_absmax", "scale_mean"):
             self.register_buffer(name, getattr(quantized, name))
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        #: the dense changes added by ``add_to_weight`` (a merged adapter), and W_deq + that sum, which
+        #: forward then uses; None while nothing is added
+        self.added_delta: torch.Tensor | None = None
+        self.merged_weight: torch.Tensor | None = None
 
     @classmethod
     def from_linear(cls, layer: nn.Module, block_size: int = 64, double_quant: bool = True) -> NF4Linear:
@@ -187,7 +191,20 @@ class NF4Linear(nn.Module):
     def dequantized_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         return dequantize_nf4(self.quantized, dtype)
 
+    @torch.no_grad()
+    def add_to_weight(self, delta: torch.Tensor) -> None:
+        """Compute with W_deq + delta from now on (a merged adapter), as a dense weight, without touching
+        the codes; adding -delta again (unmerging) gives back exactly the NF4 layer (x + (-x) is 0)."""
+        total = delta.float() if self.added_delta is None else self.added_delta + delta.float()
+        if not torch.any(total):
+            self.added_delta = self.merged_weight = None
+            return
+        self.added_delta = total
+        self.merged_weight = self.dequantized_weight(torch.float32) + total
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged_weight is not None:
+            return F.linear(x, self.merged_weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return _DequantizedLinear.apply(x, bias, self.quantized)
 

@@ -6,9 +6,9 @@ PEFT config equivalent to one of our variants.
 ``import_peft(model, folder)`` reads such a folder (written by PEFT or by us) into our adapters.
 ``peft_config(name, ...)`` builds the matching ``peft`` config object (it imports ``peft``).
 
-Nothing here knows a variant by name: each variant class declares its PEFT counterpart
-(``peft_settings``, ``from_peft_settings``), its tensors' names in PEFT's files (``peft_tensors``,
-``peft_state``) and any model-level tensors (``peft_shared_state``). PEFT's keys are
+Nothing here knows a variant by name: each variant class declares its PEFT counterpart as one object,
+``cls.peft`` (``variants/peft_counterpart.py``: its config both ways, its tensors' names in PEFT's
+files, any model-level tensors, how PEFT stores the base). PEFT's keys are
 ``base_model.model.<module path><ending>``; the task head (``modules_to_save``) is saved as
 ``base_model.model.<head path>.<parameter>``.
 """
@@ -41,21 +41,27 @@ def task_type(model: nn.Module) -> str | None:
     return next((t for suffix, t in TASK_TYPES.items() if class_name.endswith(suffix)), None)
 
 
+def _with_defaults(cls, options: dict) -> dict:
+    return {**cls.options, **options}
+
+
 def peft_variants() -> list[str]:
     """The variants PEFT has an equivalent of (on a plain base model, or a quantized one)."""
-    return [n for n in available() if lookup(n).peft_settings(rank=1, alpha=1.0, dropout=0.0, options={})]
+    return [n for n in available() if lookup(n).peft is not None
+            and lookup(n).peft.config(lookup(n), rank=1, alpha=1.0, dropout=0.0, options=lookup(n).options)]
 
 
 def exportable_variants() -> list[str]:
     """The variants ``export_peft`` writes exactly: PEFT has them on a plain base model."""
-    return [n for n in available() if lookup(n).peft_base_quantization({}) is None
-            and lookup(n).peft_export_settings(rank=1, alpha=1.0, dropout=0.0, options={})]
+    return [n for n in peft_variants() if lookup(n).peft.base_quantization(lookup(n).options) is None
+            and lookup(n).peft.export_config(lookup(n), rank=1, alpha=1.0, dropout=0.0, options=lookup(n).options)]
 
 
 def peft_settings(name: str, *, rank: int, alpha: float | None, dropout: float = 0.0, **options) -> dict:
     """PEFT's config for variant ``name`` as a plain dict (with ``peft_type``); ValueError if PEFT has none."""
     cls, alpha = check_settings(name, rank, alpha, dropout, options)
-    settings = cls.peft_settings(rank=rank, alpha=alpha, dropout=float(dropout), options={**cls.options, **options})
+    settings = None if cls.peft is None else cls.peft.config(cls, rank=rank, alpha=alpha, dropout=float(dropout),
+                                                             options=_with_defaults(cls, options))
     if settings is None:
         raise ValueError(f"PEFT has no equivalent of variant {name!r}; variants PEFT has: "
                          f"{', '.join(peft_variants())}")
@@ -67,13 +73,20 @@ def peft_config(name: str, *, rank: int, alpha: float | None, target_modules, dr
     """The ``peft`` config object equivalent to ``variants.apply(model, name, rank=..., ...)``.
 
     A variant whose PEFT counterpart needs a quantized base (QLoRA: LoRA on a bitsandbytes NF4 base)
-    gets the adapter's config here; ``variants.lookup(name).peft_base_quantization(options)`` gives the
+    gets the adapter's config here; ``variants.peft_base_quantization(name, **options)`` gives the
     ``transformers.BitsAndBytesConfig`` keywords for loading the base model."""
     import peft
 
     settings = peft_settings(name, rank=rank, alpha=alpha, dropout=dropout, **options)
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
     return peft.get_peft_config({**settings, "target_modules": targets, "task_type": task_type})
+
+
+def peft_base_quantization(name: str, **options) -> dict | None:
+    """How PEFT's counterpart of variant ``name`` stores the frozen base: ``transformers.BitsAndBytesConfig``
+    keywords (QLoRA), or None for a plain full-precision base (or no counterpart)."""
+    cls = lookup(name)
+    return None if cls.peft is None else cls.peft.base_quantization(_with_defaults(cls, options))
 
 
 def export_peft(model: nn.Module, folder) -> Path:
@@ -93,11 +106,11 @@ def export_peft(model: nn.Module, folder) -> Path:
                    "fan_in_fan_out": any(is_transposed(layer.base_layer) for layer in layers.values()),
                    "base_model_name_or_path": getattr(getattr(model, "config", None), "name_or_path", None) or None,
                    "inference_mode": True,
-                   **cls.peft_export_settings(rank=config["rank"], alpha=config["alpha"],
-                                              dropout=config["dropout"], options={**cls.options, **config["options"]})}
-    state = dict(cls.peft_shared_state(model))
+                   **cls.peft.export_config(cls, rank=config["rank"], alpha=config["alpha"],
+                                            dropout=config["dropout"], options=_with_defaults(cls, config["options"]))}
+    state = dict(cls.peft.model_tensors(model))
     for name, layer in layers.items():
-        state.update({f"{PREFIX}{name}{ending}": tensor for ending, tensor in layer.peft_state().items()})
+        state.update({f"{PREFIX}{name}{ending}": tensor for ending, tensor in cls.peft.layer_tensors(layer).items()})
     for name, parameter in model.named_parameters():
         if any(name.startswith(h + ".") for h in heads):
             state[PREFIX + name] = parameter
@@ -112,15 +125,16 @@ def export_peft(model: nn.Module, folder) -> Path:
 def variant_for(peft_config: dict, source) -> tuple[str, dict, dict]:
     """Our variant name, apply() keywords and options for a PEFT adapter config."""
     found = []
-    for name in available():
+    for name in peft_variants():
         try:
-            match = lookup(name).from_peft_settings(peft_config)
+            match = lookup(name).peft.read_config(lookup(name), peft_config)
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
         if match is not None:
             found.append((name, *match))
     if len(found) != 1:
-        kinds = sorted({lookup(n).peft_export_settings(rank=1, alpha=1.0, dropout=0.0, options={})["peft_type"]
+        kinds = sorted({lookup(n).peft.export_config(lookup(n), rank=1, alpha=1.0, dropout=0.0,
+                                                     options=lookup(n).options)["peft_type"]
                         for n in exportable_variants()})
         why = "matches several variants" if found else "is not supported"
         raise ValueError(f"{source}: PEFT type {peft_config.get('peft_type')!r} {why}; supported: "
@@ -140,7 +154,7 @@ def import_peft(model: nn.Module, folder) -> nn.Module:
     peft_config, state = read_peft(folder)
     name, settings, options = variant_for(peft_config, folder)
     cls = lookup(name)
-    tensor_names = cls.peft_tensors
+    tensor_names = cls.peft.tensors
     per_layer, head, shared = {}, {}, {}
     for key, tensor in state.items():
         if not key.startswith(PREFIX):
@@ -175,7 +189,7 @@ def import_peft(model: nn.Module, folder) -> nn.Module:
         targets += [(own[path], tensor, path) for path, tensor in head.items()]
         for target, tensor, key in targets:
             check_fits(target, tensor, key, folder)
-        cls.check_peft_shared_state(model, shared, folder)
+        cls.peft.check_model_tensors(model, shared, folder)
     except BaseException:
         remove(model)
         raise

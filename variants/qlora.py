@@ -5,26 +5,38 @@ only the adapted ones (``quantize="targets"``) is replaced by an :class:`~varian
 adapters are then plain LoRA (same A, B and scale) around the NF4 layers. Options: ``block_size`` (64)
 and ``double_quant`` (True) of the NF4 storage.
 
-Merging swaps the NF4 base for a dense full-precision layer holding W_deq + dW, so inference costs
-what a dense layer costs; unmerging puts the untouched NF4 layer back, so its codes stay bit-identical.
+Merging gives the NF4 layer a dense full-precision weight W_deq + dW that it then computes with, so
+inference costs what a dense layer costs; unmerging drops it again, and the 4-bit codes, never
+touched, stay bit-identical (``NF4Linear.add_to_weight``).
 A saved QLoRA adapter holds only A, B and the head: loading it quantizes the base model again, which
 gives the same codes for the same base weights.
 """
-import torch
-from torch import nn
-
-from .base import LowRankAdapter
+from .lora import LoRA, LoraCounterpart
 from .nf4 import NF4Linear
 from .targets import adaptable_layers, set_module
 
 QUANTIZE_CHOICES = ("all-linear", "targets")
 
 
-class QLoRA(LowRankAdapter):
+class QuantizedLoraCounterpart(LoraCounterpart):
+    """PEFT's side: LoRA (the same settings) on a base loaded by transformers with bitsandbytes in NF4."""
+
+    def base_quantization(self, options):
+        """``transformers.BitsAndBytesConfig`` keywords of the matching NF4 base (the codes of the scales
+        differ from ours under double quantization: bitsandbytes uses its 8-bit dynamic map)."""
+        return {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                "bnb_4bit_use_double_quant": options["double_quant"], "bnb_4bit_compute_dtype": "float32"}
+
+    def read_config(self, variant, peft_config):
+        return None  # a PEFT LoRA folder is read as plain LoRA: it does not say its base was 4-bit
+
+
+class QLoRA(LoRA):
     name = "qlora"
     quantizes = "lora"  # the benchmarks time it against our LoRA
     exact_base = False  # the frozen weights are stored in 4 bits
-    options = {**LowRankAdapter.options, "block_size": 64, "double_quant": True, "quantize": "all-linear"}
+    options = {**LoRA.options, "block_size": 64, "double_quant": True, "quantize": "all-linear"}
+    peft = QuantizedLoraCounterpart()
 
     @classmethod
     def check_options(cls, options):
@@ -61,37 +73,5 @@ class QLoRA(LowRankAdapter):
                 targets[layer_name] = quantized
         return None, targets
 
-    # -- PEFT's counterpart: LoRA (the same settings) on a base loaded by transformers with bitsandbytes
-    @classmethod
-    def peft_base_quantization(cls, options):
-        """``transformers.BitsAndBytesConfig`` keywords of the matching NF4 base (the codes of the scales
-        differ from ours under double quantization: bitsandbytes uses its 8-bit dynamic map)."""
-        options = {**cls.options, **options}
-        return {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
-                "bnb_4bit_use_double_quant": options["double_quant"], "bnb_4bit_compute_dtype": "float32"}
-
-    @classmethod
-    def from_peft_settings(cls, peft_config):
-        return None  # a PEFT LoRA folder is read as plain LoRA: it does not say its base was 4-bit
-
     def create_parameters(self, *, block_size, double_quant, quantize, **lora_options):
         super().create_parameters(**lora_options)  # the NF4 options were used up by prepare
-
-    @torch.no_grad()
-    def merge(self):
-        if not self.merged:
-            quantized = self.base_layer
-            dense = nn.Linear(self.in_features, self.out_features, bias=quantized.bias is not None,
-                              device=quantized.codes.device, dtype=quantized.weight_dtype).requires_grad_(False)
-            dense.weight.copy_(quantized.dequantized_weight(torch.float32) + self.delta_weight())
-            if quantized.bias is not None:
-                dense.bias = quantized.bias
-            self.quantized_base, self.base_layer = quantized, dense
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self):
-        if self.merged:
-            self.base_layer = self.quantized_base
-            del self.quantized_base
-            self.merged = False

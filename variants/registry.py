@@ -2,7 +2,7 @@
 import importlib
 import pkgutil
 
-from .base import Adapter, Baseline
+from .base import Variant
 
 _registry: dict[str, type] = {}
 
@@ -19,18 +19,17 @@ def _discover() -> dict[str, type]:
         for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{package}.{info.name}")
-        for base in (Adapter, Baseline):
-            for cls in _subclasses(base):
-                if "name" in vars(cls) and cls.name:
-                    _registry[cls.name] = cls
+        for cls in _subclasses(Variant):
+            if "name" in vars(cls) and cls.name:
+                _registry[cls.name] = cls
     return _registry
 
 
 def available() -> list[str]:
     """The names ``variants.apply`` accepts: adapter variants, then the baselines."""
     registry = _discover()
-    adapters = sorted(n for n, c in registry.items() if issubclass(c, Adapter))
-    return adapters + sorted(n for n, c in registry.items() if issubclass(c, Baseline))
+    adapters = sorted(n for n, c in registry.items() if not c.is_baseline)
+    return adapters + sorted(n for n, c in registry.items() if c.is_baseline)
 
 
 def lookup(name: str) -> type:

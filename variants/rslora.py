@@ -1,13 +1,13 @@
-"""rsLoRA (Kalajdzievski, 2023): LoRA scaled by alpha / sqrt(r), so that higher ranks keep learning."""
+"""rsLoRA (Kalajdzievski, 2023): LoRA scaled by alpha / sqrt(r) instead of alpha / r, so that higher
+ranks keep learning: h = W x + (alpha / sqrt(r)) B A x."""
 import math
 
-from .base import LowRankAdapter
+from .lora import LoRA, LoraCounterpart
 
 
-class RSLoRA(LowRankAdapter):
+class RSLoRA(LoRA):
     name = "rslora"
-    step_overhead_goal = 1.0
-    peft_flags = {"use_rslora": True, "use_dora": False}
+    peft = LoraCounterpart(use_rslora=True)
 
     @classmethod
     def scaling(cls, alpha, rank):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Adapter, dense_weight, layer_shape
+from .peft_counterpart import PeftCounterpart
 
 
 def kaiming_uniform(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
@@ -67,15 +68,50 @@ class _MergedVeRA(torch.autograd.Function):
         return grad_x, None, None, None, None, grad_d, grad_b
 
 
+class VeraCounterpart(PeftCounterpart):
+    """PEFT's ``VeraConfig``: the same projection from ``projection_prng_key``, saved once per model."""
+
+    tensors = {".vera_lambda_b": "lambda_b", ".vera_lambda_d": "lambda_d"}
+    #: PEFT's keys of the shared pair -> our attribute of the projection
+    projection_keys = {"base_model.vera_A": "A", "base_model.vera_B": "B"}
+
+    def config(self, variant, *, rank, alpha, dropout, options):
+        return {"peft_type": "VERA", "r": rank, "vera_dropout": dropout, "bias": "none",
+                "d_initial": options["d_initial"],
+                "projection_prng_key": options["projection_seed"], "save_projection": True, "init_weights": True}
+
+    def read_config(self, variant, peft_config):
+        if peft_config.get("peft_type") != "VERA":
+            return None
+        settings = {"rank": peft_config["r"], "alpha": None, "dropout": peft_config.get("vera_dropout", 0.0)}
+        options = {"d_initial": peft_config.get("d_initial", 0.1),
+                   "projection_seed": peft_config.get("projection_prng_key", 0)}
+        return settings, options
+
+    def model_tensors(self, model):
+        projection = getattr(model, VeRA.shared_module)
+        return {key: getattr(projection, attr) for key, attr in self.projection_keys.items()}
+
+    def check_model_tensors(self, model, tensors, source):
+        unknown = sorted(set(tensors) - set(self.projection_keys))
+        if unknown:
+            raise ValueError(f"{source}: unexpected tensors {unknown[:5]} for a vera adapter")
+        projection = getattr(model, VeRA.shared_module)
+        for key, tensor in tensors.items():
+            attr = self.projection_keys[key]
+            ours = getattr(projection, attr)
+            if ours.shape != tensor.shape or not torch.equal(ours, tensor.to(ours)):
+                raise ValueError(f"{source}: the saved VeRA projection {attr} differs from the one made from "
+                                 f"projection_prng_key={projection.seed} for these target layers")
+
+
 class VeRA(Adapter):
     name = "vera"
     step_overhead_goal = 0.5  # the custom backward: half of PEFT's extra cost
     options = {"d_initial": 0.1, "projection_seed": 0}
     rank_bounded_by_layer = False
     shared_module = "vera_projection"
-    peft_tensors = {".vera_lambda_b": "lambda_b", ".vera_lambda_d": "lambda_d"}
-    #: PEFT's keys of the shared pair -> our attribute of the projection
-    peft_projection_keys = {"base_model.vera_A": "A", "base_model.vera_B": "B"}
+    peft = VeraCounterpart()
 
     @classmethod
     def trainable_per_layer(cls, in_features, out_features, rank, options):
@@ -100,41 +136,6 @@ class VeRA(Adapter):
         projection.to(weight.device)
         model.add_module(cls.shared_module, projection)
         return projection, targets
-
-    # -- PEFT's VeRA ---------------------------------------------------------------------------
-    @classmethod
-    def peft_settings(cls, *, rank, alpha, dropout, options):
-        options = {**cls.options, **options}
-        return {"peft_type": "VERA", "r": rank, "vera_dropout": dropout, "bias": "none",
-                "d_initial": options["d_initial"],
-                "projection_prng_key": options["projection_seed"], "save_projection": True, "init_weights": True}
-
-    @classmethod
-    def from_peft_settings(cls, peft_config):
-        if peft_config.get("peft_type") != "VERA":
-            return None
-        settings = {"rank": peft_config["r"], "alpha": None, "dropout": peft_config.get("vera_dropout", 0.0)}
-        options = {"d_initial": peft_config.get("d_initial", 0.1),
-                   "projection_seed": peft_config.get("projection_prng_key", 0)}
-        return settings, options
-
-    @classmethod
-    def peft_shared_state(cls, model):
-        projection = getattr(model, cls.shared_module)
-        return {key: getattr(projection, attr) for key, attr in cls.peft_projection_keys.items()}
-
-    @classmethod
-    def check_peft_shared_state(cls, model, tensors, source):
-        unknown = sorted(set(tensors) - set(cls.peft_projection_keys))
-        if unknown:
-            raise ValueError(f"{source}: unexpected tensors {unknown[:5]} for a vera adapter")
-        projection = getattr(model, cls.shared_module)
-        for key, tensor in tensors.items():
-            attr = cls.peft_projection_keys[key]
-            ours = getattr(projection, attr)
-            if ours.shape != tensor.shape or not torch.equal(ours, tensor.to(ours)):
-                raise ValueError(f"{source}: the saved VeRA projection {attr} differs from the one made from "
-                                 f"projection_prng_key={projection.seed} for these target layers")
 
     def create_parameters(self, *, alpha, shared, d_initial, projection_seed):
         # a plain attribute, not a submodule: the pair is stored once, on the model
