@@ -2,24 +2,36 @@
 
     python run.py variant=dora rank=16 task=mrpc data.glue_dir=../shared/glue
     python run.py -m variant=lora,rslora,dora,vera,qlora rank=4,8,16 task=mrpc,rte
+    python run.py variant=lora variant.init=pissa          # a variant's options are keys of its group
+
+Every override, and every run of a sweep, is checked before Hydra starts anything (one line naming the
+key, the value and what is valid; exit status 2).
 """
 import sys
 
 import hydra
 
-from experiments.overrides import OverrideError, check
+from experiments.config import ConfigError, check, register
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg):
-    from experiments.cli import run_from_hydra  # torch is imported only once the config is known good
+def hydra_main(cfg):
+    from experiments.run.app import run_from_hydra  # the heavy imports come once the config is known good
 
     return run_from_hydra(cfg)
 
 
-if __name__ == "__main__":
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        check(sys.argv[1:])
-    except OverrideError as error:
-        sys.exit(f"error: {error}")
+        check(argv)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    register()
+    sys.argv = [sys.argv[0], *argv]
+    hydra_main()
+
+
+if __name__ == "__main__":
     main()

@@ -6,22 +6,38 @@
     fig = analysis.plot_metric_vs_params(df, "mrpc")
     table = analysis.compare(df, analysis.load_predictions(df), reference="lora")  # paired differences
 
-Reads result records (JSON) and prediction sidecars (parquet) only: this package never imports torch (nor transformers, variants, experiments).
+Reads result records (JSON) and prediction sidecars (parquet) only: this package never imports torch (nor
+transformers, variants, experiments). Its names load on first use, so ``import analysis.metrics`` (the GLUE
+metrics, which training uses too) costs numpy and nothing else.
 Command line: ``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora]``;
 ``python -m analysis report RESULTS_FOLDER --out report.html [--compare lora]`` writes one self-contained HTML report;
 ``python -m analysis claims CLAIMS.yaml`` tests published claims (``check_claims``, ``summarize_claims``).
 """
-from . import stats
-from .comparison import VERDICTS, collapse_table, compare, format_comparison, load_predictions, plot_differences
-from .plots import (NoDataError, pareto_front, plot_cost, plot_learning_curves, plot_metric_vs_alpha,
-                    plot_metric_vs_params, plot_metric_vs_rank, save_figure)
-from .published_claims import check_claims, summarize_claims
-from .report import build_report, write_report
-from .tables import (cost_table, default_grouping, load_results, ok_runs, ordered_tasks,
-                     ordered_variants, summarize, to_markdown, variant_task_table)
+import importlib
 
-__all__ = ["NoDataError", "VERDICTS", "build_report", "check_claims", "collapse_table", "compare", "cost_table", "default_grouping",
-           "format_comparison", "load_predictions", "load_results", "ok_runs", "ordered_tasks", "ordered_variants",
-           "pareto_front", "plot_cost", "plot_differences", "plot_learning_curves", "plot_metric_vs_alpha",
-           "plot_metric_vs_params", "plot_metric_vs_rank", "save_figure", "stats", "summarize", "summarize_claims", "to_markdown",
-           "variant_task_table", "write_report"]
+#: each public name -> the module that defines it (a module's own name: the module itself)
+_EXPORTS = {
+    "stats": "stats", "metrics": "metrics",
+    **dict.fromkeys(("VERDICTS", "collapse_table", "compare", "format_comparison", "load_predictions",
+                     "plot_differences"), "comparison"),
+    **dict.fromkeys(("NoDataError", "pareto_front", "plot_cost", "plot_learning_curves", "plot_metric_vs_alpha",
+                     "plot_metric_vs_params", "plot_metric_vs_rank", "save_figure"), "plots"),
+    **dict.fromkeys(("check_claims", "summarize_claims"), "published_claims"),
+    **dict.fromkeys(("build_report", "write_report"), "report"),
+    **dict.fromkeys(("cost_table", "default_grouping", "load_results", "ok_runs", "ordered_tasks",
+                     "ordered_variants", "summarize", "to_markdown", "variant_task_table"), "tables"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+    value = module if _EXPORTS[name] == name else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

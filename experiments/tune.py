@@ -109,21 +109,6 @@ def tuned_settings(rows: list[dict]) -> dict:
     return chosen
 
 
-def tuned_setting(path, variant: str, task: str) -> dict:
-    """{lr, head_lr} that ``python -m experiments.tune`` chose for ``variant`` on ``task`` (train.tuned_file)."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ValueError(f"train.tuned_file {str(path)!r} does not exist: run python -m experiments.tune "
-                         "<tuning results folder> --out <file> first")
-    settings = yaml.safe_load(file.read_text()) or {}
-    entry = (settings.get(task) or {}).get(variant)
-    if entry is None:
-        found = ", ".join(f"{t}/{v}" for t, vs in settings.items() for v in (vs or {})) or "nothing"
-        raise ValueError(f"train.tuned_file {str(path)!r} has no setting for variant {variant!r} on task "
-                         f"{task!r}; it has {found}")
-    return {"lr": float(entry["lr"]), "head_lr": None if entry.get("head_lr") is None else float(entry["head_lr"])}
-
-
 def markdown(rows: list[dict]) -> str:
     lines = ["| task | variant | lr | head_lr | runs | median selection | se | chosen |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -190,15 +175,19 @@ def main(argv=None) -> int:
     print(chosen_markdown(rows))
     for note in warnings_for(rows):
         print(f"warning: {note}", file=sys.stderr)
-    out = Path(args.out)
+    print(f"wrote {write_tuned_file(rows, args.folder, args.out)}")
+    return 0
+
+
+def write_tuned_file(rows: list[dict], folder, out) -> Path:
+    """The chosen rows as the YAML file ``train.tuned_file`` reads (what this command writes)."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Written by python -m experiments.tune {args.folder}: per task and variant, the learning\n"
+    header = (f"# Written by python -m experiments.tune {folder}: per task and variant, the learning\n"
               "# rate(s) with the best median selection score (the lowest within one standard error).\n"
               "# Read by train.tuned_file.\n")
     # atomically: a final run starting now reads the old file or the new one, never half of one
-    write_atomically(out, header + yaml.safe_dump(tuned_settings(rows), sort_keys=True))
-    print(f"wrote {out}")
-    return 0
+    return write_atomically(out, header + yaml.safe_dump(tuned_settings(rows), sort_keys=True))
 
 
 if __name__ == "__main__":

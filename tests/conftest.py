@@ -1,9 +1,20 @@
-"""Shared fixtures: tiny transformers models built from a config with random weights (no download).
+"""Shared helpers and fixtures.
 
-``make_bert(seed)`` and friends build a fresh model each call; the same seed gives the same weights,
-so a test can make "the same base model" twice (one to adapt, one to load into).
+* tiny transformers models built from a config with random weights (no download): ``make_bert(seed)``
+  and friends build a fresh model each call; the same seed gives the same weights, so a test can make
+  "the same base model" twice (one to adapt, one to load into);
+* the repository's paths (``REPO``, ``CONF``, ``GLUE_DIR``), the overrides of a short run (``SHORT``),
+  ``composed(...)`` (conf/ composed as run.py composes it, as a plain dict), ``short_config(tmp_path,
+  ...)`` and ``records(folder)``, ``run_cli(...)`` (run.py in a subprocess, timed).
+
+Tests marked ``slow`` train or start processes; ``python -m pytest -m "not slow"`` runs the rest in
+well under a minute.
 """
+import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -16,11 +27,45 @@ from transformers import (BertConfig, BertForSequenceClassification, GPT2Config,
                           GPT2ForSequenceClassification, LlamaConfig, LlamaForCausalLM,
                           LlamaForSequenceClassification)
 
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from experiments.config import register  # noqa: E402
+
 # tiny models gain nothing from several threads, and the test machine's cores are shared
 torch.set_num_threads(1)
+register()  # the typed schema, as run.py registers it before Hydra composes
 
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
 #: the real GLUE data in the classic glue_data layout: $GLUE_DIR, else ../shared/glue beside the repo
-GLUE_DIR = Path(os.environ.get("GLUE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "glue")
+GLUE_DIR = Path(os.environ.get("GLUE_DIR") or REPO.parent / "shared" / "glue")
+#: a run of seconds: 3 steps of 8 short examples, on 64 training and 32 dev examples
+SHORT = ["train.max_steps=3", "train.batch_size=8", "train.max_length=32", "train.eval_each_epoch=false",
+         "data.max_train_samples=64", "data.max_eval_samples=32"]
+
+
+def composed(*overrides) -> dict:
+    """conf/ composed with ``overrides`` on the typed schema, as a run gets it (a plain, resolved dict)."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+def short_config(tmp_path, *overrides) -> dict:
+    """A short run's config, its records under ``tmp_path``."""
+    return composed(*SHORT, f"results.dir={tmp_path}", *overrides)
+
+
+def records(folder) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("runs/*.json"))]
+
+
+def run_cli(*args, timeout=120, env=None):
+    """``python run.py ARGS`` from the repository; (the finished process, its wall seconds)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    return done, time.perf_counter() - start
 
 VOCAB_SIZE = 100
 NUM_LABELS = 3

@@ -16,9 +16,14 @@ import numpy as np
 import pytest
 
 import analysis
-from experiments import claims, progress, results, runner
+from conftest import records
+from conftest import short_config as config
+from experiments import progress
+from experiments.config import build
+from experiments.records import locks as claims
+from experiments.records import store as results
+from experiments.run import runner
 from variants import files
-from tests.test_runner import config, records
 
 TRAININGS = "trainings.txt"  # one line per training, beside the results folder
 
@@ -34,7 +39,7 @@ def fake_training(counter, seconds=0.0, error=None):
         outputs = {}  # a constant prediction for every example, in loader order, as the real loop gives
         for split, loader in eval_loaders.items():
             labels = np.concatenate([batch["labels"].numpy() for batch in loader])
-            outputs[split] = (np.zeros((len(labels), task["num_labels"]), np.float32), labels)
+            outputs[split] = (np.zeros((len(labels), task.num_labels), np.float32), labels)
         return SimpleNamespace(metrics={"accuracy": 0.5}, eval_loss=0.7, steps=1, train_seconds=seconds,
                                seconds_per_step=seconds, peak_memory_mb=1.0, device="cpu",
                                learning_curve=[{"step": i, "loss": 0.5} for i in range(200)],
@@ -56,7 +61,7 @@ def snapshot(folder) -> dict:
 
 
 def plant_claim(folder, cfg, host, pid, age=0.0, text=None):
-    path = claims.claim_path(folder, results.config_hash(runner.normalized(cfg)))
+    path = claims.claim_path(folder, build(cfg).config_hash)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text if text is not None else json.dumps(
         {"token": "planted", "host": host, "pid": pid, "started": "2026-01-01T00:00:00+00:00"}))
@@ -147,7 +152,7 @@ def test_a_live_claim_on_this_host_is_skipped_and_the_sweep_goes_on(tmp_path, mo
     busy, free = config(folder, "variant=head", "seed=0"), config(folder, "variant=head", "seed=1")
     plant_claim(folder, busy, host=socket.gethostname(), pid=os.getpid())  # a live process: this one
     monkeypatch.setattr(runner, "train_and_evaluate", fake_training(tmp_path / TRAININGS))
-    with caplog.at_level("INFO", logger="experiments.runner"):
+    with caplog.at_level("INFO", logger="experiments.run.runner"):
         skipped = runner.run(busy, show_progress=False)
         ran = runner.run(free, show_progress=False)
     assert skipped["status"] == "claimed" and ran["status"] == "ok" and trainings(tmp_path) == 1
@@ -180,7 +185,7 @@ def test_the_heartbeat_keeps_a_long_run_claimed(tmp_path):
 
 
 def test_a_run_whose_claim_was_taken_over_says_so_and_leaves_the_new_claim_alone(tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="experiments.claims"):
+    with caplog.at_level("WARNING", logger="experiments.records.locks"):
         with claims.hold(tmp_path, "abc", stale_after=0.5) as claim:
             claim.path.write_text(json.dumps({"token": "theirs", "host": "node-9", "pid": 9}))
             time.sleep(0.5)
@@ -203,8 +208,8 @@ def test_a_stale_claim_is_replaced_once_when_two_launchers_find_it(tmp_path):
 
 def test_progress_shows_running_apart_from_done_and_missing(tmp_path, capsys):
     sweep = ["variant=head", "seed=0,1,2,3", f"results.dir={tmp_path}", "results.stale_claim_after=60"]
-    cfgs = [cfg for _, cfg in progress.planned_runs(sweep)]
-    results.write_record(tmp_path, {"config_hash": results.config_hash(cfgs[0]), "status": "ok"})
+    cfgs = [cfg for _, cfg in progress.planned_runs(["-m", *sweep])]
+    results.write_record(tmp_path, {"config_hash": cfgs[0].config_hash, "status": "ok"})
     plant_claim(tmp_path, cfgs[0], host="node-1", pid=11)  # done, with a claim left over: done
     plant_claim(tmp_path, cfgs[1], host="node-2", pid=22)
     plant_claim(tmp_path, cfgs[2], host=None, pid=None, text="")  # being written, or garbage: live while young
@@ -266,7 +271,7 @@ def test_a_failing_write_leaves_the_folder_as_it_was_and_names_the_file(where, t
     cfg = config(folder, "variant=head")
     with pytest.raises(OSError) as raised:
         runner.run(cfg, show_progress=False)
-    run_hash = results.config_hash(runner.normalized(cfg))
+    run_hash = build(cfg).config_hash
     named = results.record_path(folder, run_hash) if where == "record" else claims.claim_path(folder, run_hash)
     assert raised.value.errno == errno.ENOSPC and str(named) in str(raised.value)
     assert snapshot(folder) == before

@@ -2,9 +2,12 @@
 in a parallel (joblib) sweep each run's output goes to its own log file and the console counts runs."""
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow  # every test here starts run.py
 SHORT = ["train.max_steps=2", "train.log_every=1", "train.batch_size=8", "train.max_length=32",
          "train.eval_each_epoch=false", "data.max_train_samples=32", "data.max_eval_samples=16"]
 NOISE = ("LOAD REPORT", "Loading weights", "tokenizing", "Map", "MISSING")
@@ -21,7 +24,7 @@ def test_a_run_prints_one_summary_line_and_no_library_noise(tmp_path):
     console = run("variant=head", f"results.dir={tmp_path}", f"hydra.run.dir={tmp_path}/hydra")
     assert not [word for word in NOISE if word in console], console
     summaries = [line for line in console.splitlines() if "trainable parameters" in line]
-    assert len(summaries) == 1 and "head on demo: accuracy = " in summaries[0], console
+    assert len(summaries) == 1 and "head on demo (fp32): accuracy = " in summaries[0], console
     assert str(tmp_path / "runs") in summaries[0] and " s training" in summaries[0]
     assert "step 2/2: train loss" in console  # log lines still come through
 

@@ -14,10 +14,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from conftest import GLUE_DIR  # noqa: E402
-from experiments import data, demo_task  # noqa: E402
+from conftest import GLUE_DIR, REPO  # noqa: E402
+from experiments.config import Task  # noqa: E402
+from experiments.run import data, demo_task  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 TASK_DIR = REPO / "conf" / "task"
 
 # (task, folder): train rows, dev rows, label counts of train when SOURCES.md gives them
@@ -33,6 +33,12 @@ GLUE_COUNTS = {
 
 def task_config(name):
     return OmegaConf.load(TASK_DIR / f"{name}.yaml")
+
+
+def toy_task(text_fields, num_labels: int = 2) -> Task:
+    return Task(name="toy", text_fields=tuple(text_fields), label_field="label", num_labels=num_labels,
+                metric="stsb" if num_labels == 1 else "sst2", main_metric="pearson" if num_labels == 1 else "accuracy",
+                splits={"train": "train", "validation": "validation"})
 
 
 @pytest.fixture(autouse=True)
@@ -276,8 +282,7 @@ def test_make_loaders_pads_per_batch_and_keeps_labels(tokenizer):
     splits = datasets.DatasetDict({
         "train": datasets.Dataset.from_dict({"sentence": texts, "label": [len(t.split()) % 2 for t in texts]}),
         "validation": datasets.Dataset.from_dict({"sentence": texts[:50], "label": [1] * 50})})
-    task = {"name": "toy", "text_fields": ["sentence"], "num_labels": 2}
-    train, evals = data.make_loaders(splits, tokenizer, task, batch_size=16, max_length=24, eval_batch_size=20)
+    train, evals = data.make_loaders(splits, tokenizer, toy_task(["sentence"]), batch_size=16, max_length=24, eval_batch_size=20)
     assert list(evals) == ["validation"]
     batches = list(train)
     assert len(batches) == 13 and sum(len(b["labels"]) for b in batches) == 200
@@ -317,7 +322,7 @@ def test_tokenized_splits_are_cached_outside_the_repo(tokenizer, tmp_path):
     other = data.tokenize(part, tokenizer, ["premise", "hypothesis"], 16)
     assert [f["filename"] for f in other.cache_files] != files
     batch = next(iter(data.make_loaders(datasets.DatasetDict({"train": part, "validation": part}),
-                                        tokenizer, {"text_fields": ["premise", "hypothesis"]}, 2)[0]))
+                                        tokenizer, toy_task(["premise", "hypothesis"], num_labels=1), 2)[0]))
     assert batch["labels"].dtype == torch.float32 and sorted(batch["labels"].tolist()) == [0.5, 4.0]
     assert set(batch["token_type_ids"].flatten().tolist()) == {0, 1}           # pair: two segments
 
@@ -333,7 +338,7 @@ def test_decoder_tokenizer_gets_the_eos_token_as_pad():
     assert tokenizer.pad_token is None
     part = datasets.Dataset.from_dict({"sentence": ["a b c", "a"], "label": [0, 1]})
     train, _ = data.make_loaders(datasets.DatasetDict({"train": part, "validation": part}), tokenizer,
-                                 {"text_fields": ["sentence"]}, batch_size=2)
+                                 toy_task(["sentence"]), batch_size=2)
     batch = next(iter(train))
     assert tokenizer.pad_token == "</s>" and set(batch) == {"input_ids", "attention_mask", "labels"}
     assert batch["input_ids"].tolist() in ([[2, 3, 4], [2, 1, 1]], [[2, 1, 1], [2, 3, 4]])

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from experiments.models import use_mean_pooling
+from experiments.run.models import use_mean_pooling
 from conftest import make_bert, make_llama
 
 

@@ -5,25 +5,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from experiments import progress, results
-from experiments.checks import check_config, normalized
-from experiments.overrides import check
+from conftest import CONF
+from conftest import composed as compose_with
+from experiments import progress
+from experiments.config import build, check
+from experiments.config.command_line import sweep
+from experiments.records import store
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
 def sweep_of(preset: str) -> dict[str, list[str]]:
-    return progress.sweep([f"experiment={preset}"])
+    return sweep([f"experiment={preset}"])
 
 
 def composed(overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_with(*overrides)
 
 
 def test_there_are_presets():
@@ -51,8 +49,8 @@ def test_each_value_of_a_preset_sweep_is_a_valid_run(preset, tmp_path):
     for key, values in sweep.items():
         for value in values:
             overrides = [f"{k}={value if k == key else v}" for k, v in first.items()]  # experiment= too
-            check(overrides)  # the same check run.py makes before Hydra starts
-            check_config(normalized(composed(overrides + extra)))
+            check(overrides + extra)  # the check run.py makes before Hydra starts
+            build(composed(overrides + extra))  # and the one the run makes
 
 
 def test_the_sst2_preset_is_the_main_table_on_a_stated_subset():
@@ -130,8 +128,8 @@ def test_progress_counts_a_sweep_and_sees_what_is_done(tmp_path):
     sweep = ["experiment=rank_sweep", "variant=lora,head", "rank=4,8", f"results.dir={tmp_path}"]
     done, missing = progress.progress(sweep)
     assert done == [] and len(missing) == 3  # lora at two ranks; head ignores rank and counts once
-    point, cfg = next((p, c) for p, c in progress.planned_runs(sweep) if "variant=lora" in p and "rank=8" in p)
-    results.write_record(tmp_path, {"config_hash": results.config_hash(cfg), "status": "ok"})
+    point, config = next((p, c) for p, c in progress.planned_runs(["-m", *sweep]) if "variant=lora" in p and "rank=8" in p)
+    store.write_record(tmp_path, {"config_hash": config.config_hash, "status": "ok"})
     done, missing = progress.progress(sweep)
     assert done == [point] and len(missing) == 2
 

@@ -13,25 +13,26 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import variants
-from conftest import make_bert
-from experiments import choose, data, metrics, results, runner, tune
-from experiments.checks import normalized
-from experiments.models import head_modules
-from experiments.train import last_epoch_loss
+from conftest import REPO, composed, make_bert
+from experiments import choose, tune
+from experiments.config import ConfigError, Task, build
+from experiments.config.checking import tuned_rates
+from experiments.records import store
+from experiments.run import data, runner
+from experiments.run.models import head_modules
+from experiments.run.train import last_epoch_loss
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "demo.yaml"))
+DEMO = Task.from_config(OmegaConf.load(REPO / "conf" / "task" / "demo.yaml"))
 SHORT = ["train.batch_size=8", "train.max_length=32", "data.max_train_samples=64", "data.max_eval_samples=32"]
 
 
-def composed(*overrides) -> dict:
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+def tiny_task(num_labels: int) -> Task:
+    return Task(name="t", text_fields=("sentence",), label_field="label", num_labels=num_labels,
+                metric="stsb" if num_labels == 1 else "sst2", main_metric="pearson" if num_labels == 1 else "accuracy",
+                splits={"train": "train", "validation": "validation"})
 
 
 #: the fields of a record before the protocol's additions
@@ -66,7 +67,7 @@ def test_the_selection_split_is_held_out_of_train_and_the_same_whatever_the_seed
 def test_the_selection_split_is_stratified_by_class():
     labels = [0] * 90 + [1] * 10 + [2] * 50
     train = datasets.Dataset.from_dict({"sentence": [str(i) for i in range(len(labels))], "label": labels})
-    kept, chosen = data.selection_split(train, 0.2, 0, {"name": "t", "num_labels": 3})
+    kept, chosen = data.selection_split(train, 0.2, 0, tiny_task(3))
     assert sorted(kept + chosen) == list(range(len(labels))) and not set(kept) & set(chosen)
     assert Counter(labels[i] for i in chosen) == {0: 18, 1: 2, 2: 10}
 
@@ -74,7 +75,7 @@ def test_the_selection_split_is_stratified_by_class():
 def test_the_selection_split_of_a_regression_task_is_stratified_by_score_bins():
     scores = [float(i) ** 3 for i in range(200)]  # skewed: most of the range holds few rows
     train = datasets.Dataset.from_dict({"sentence": [str(i) for i in range(200)], "label": scores})
-    _, chosen = data.selection_split(train, 0.1, 0, {"name": "t", "num_labels": 1})
+    _, chosen = data.selection_split(train, 0.1, 0, tiny_task(1))
     assert Counter(i // 20 for i in chosen) == {b: 2 for b in range(10)}  # two of every decile
 
 
@@ -82,7 +83,7 @@ def test_the_selection_split_of_a_regression_task_is_stratified_by_score_bins():
 def test_a_bad_selection_fraction_is_named(fraction):
     train = datasets.Dataset.from_dict({"sentence": ["a", "b", "c"], "label": [0, 1, 0]})
     with pytest.raises(ValueError, match="data.selection_fraction must be a number in \\(0, 1\\)"):
-        data.selection_split(train, fraction, 0, {"name": "t", "num_labels": 2})
+        data.selection_split(train, fraction, 0, tiny_task(2))
 
 
 # -- records, predictions, collapse endpoints ------------------------------------------------------------
@@ -142,8 +143,8 @@ def test_a_run_that_fails_while_writing_its_predictions_leaves_neither_them_nor_
 
 def test_predictions_of_a_regression_task_are_scores_in_the_split_order(tmp_path):
     outputs = {"validation": (np.array([[0.3], [0.1], [0.2]], dtype=np.float32), np.array([3.0, 1.0, 2.0]))}
-    table = results.predictions_table(outputs, {"validation": [2, 0, 1]}, num_labels=1)
-    path = results.write_predictions(tmp_path, "abc", table)
+    table = store.predictions_table(outputs, {"validation": [2, 0, 1]}, num_labels=1)
+    path = store.write_predictions(tmp_path, "abc", table)
     back = pq.read_table(path).to_pandas()
     assert list(back.columns) == ["split", "example", "label", "prediction"]
     assert back["example"].tolist() == [0, 1, 2] and back["label"].tolist() == [1.0, 2.0, 3.0]
@@ -152,9 +153,9 @@ def test_predictions_of_a_regression_task_are_scores_in_the_split_order(tmp_path
 
 
 def test_the_constant_prediction_loss_is_the_label_entropy_or_variance():
-    assert metrics.constant_prediction_loss({"name": "t", "num_labels": 2}, [0, 1, 1, 0]) == pytest.approx(math.log(2))
-    assert metrics.constant_prediction_loss({"name": "t", "num_labels": 3}, [2, 2]) == 0.0
-    assert metrics.constant_prediction_loss({"name": "t", "num_labels": 1}, [1.0, 2.0, 3.0]) == pytest.approx(2 / 3)
+    assert tiny_task(2).constant_prediction_loss([0, 1, 1, 0]) == pytest.approx(math.log(2))
+    assert tiny_task(3).constant_prediction_loss([2, 2]) == 0.0
+    assert tiny_task(1).constant_prediction_loss([1.0, 2.0, 3.0]) == pytest.approx(2 / 3)
 
 
 def test_the_final_training_loss_is_the_last_epoch_or_the_last_window():
@@ -186,48 +187,49 @@ def torch_no_grad():
 # -- hashes: old configs keep theirs; factors and tuned files are hashed as the lr they give -------------
 
 def test_new_settings_at_their_defaults_keep_the_old_hashes():
-    cfg = normalized(composed("variant=vera", "task=mrpc"))
-    old = json.loads(json.dumps(cfg))
+    """Settings added after records were made are left out of the hash at their neutral value, so the
+    committed records (made before they existed) keep their hashes."""
+    payload = build(composed("variant=vera", "task=mrpc")).hash_input()
     for section, key in (("data", "selection_fraction"), ("data", "selection_seed"), ("train", "lr_factor"),
                          ("train", "tuned_file"), ("train", "tuned_variant")):
-        del old[section][key]
-    assert results.config_hash(cfg) == results.config_hash(old)
+        assert key not in payload[section]
+    assert payload["variant"] == {"name": "vera", "options": {}}  # options at their defaults: not hashed
+    moved = build(composed("variant=vera", "task=mrpc", "variant.projection_seed=3")).hash_input()
+    assert moved["variant"] == {"name": "vera", "options": {"projection_seed": 3}}
 
 
 def test_a_learning_rate_factor_is_hashed_as_the_learning_rate_it_gives():
-    scaled = normalized(composed("variant=vera", "train.lr_factor=0.25"))
-    direct = normalized(composed("variant=vera", "train.lr=5e-3", "train.head_lr=1e-3"))
-    assert (scaled["train"]["lr"], scaled["train"]["head_lr"]) == (5e-3, 1e-3)
-    assert results.config_hash(scaled) == results.config_hash(direct)
-    assert results.config_hash(normalized(composed("variant=vera", "train.lr_factor=1"))) == \
-        results.config_hash(normalized(composed("variant=vera")))
-    with pytest.raises(ValueError, match="train.lr_factor must be a number > 0, got -1"):
-        normalized(composed("train.lr_factor=-1"))
+    scaled = build(composed("variant=vera", "train.lr_factor=0.25"))
+    direct = build(composed("variant=vera", "train.lr=5e-3", "train.head_lr=1e-3"))
+    assert (scaled.train.lr, scaled.train.head_lr) == (5e-3, 1e-3)
+    assert scaled.config_hash == direct.config_hash
+    assert build(composed("variant=vera", "train.lr_factor=1")).config_hash == build(composed("variant=vera")).config_hash
+    with pytest.raises(ConfigError, match=r"train.lr_factor=-1.0: must be a number > 0"):
+        build(composed("train.lr_factor=-1"))
 
 
 def test_a_tuned_file_is_hashed_as_the_learning_rate_it_names(tmp_path):
     path = tmp_path / "tuned.yaml"
     path.write_text(yaml.safe_dump({"demo": {"lora": {"lr": 1e-3, "head_lr": None}}}))
-    tuned = normalized(composed(f"train.tuned_file={path}"))
-    assert tuned["train"]["lr"] == 1e-3 and tuned["train"]["tuned_file"] is None
-    assert results.config_hash(tuned) == results.config_hash(normalized(composed("train.lr=1e-3")))
-    with pytest.raises(ValueError, match="no setting for variant 'dora' on task 'demo'; it has demo/lora"):
-        normalized(composed("variant=dora", f"train.tuned_file={path}"))
+    tuned = build(composed(f"train.tuned_file={path}"))
+    assert tuned.train.lr == 1e-3 and tuned.train.tuned_file is None
+    assert tuned.config_hash == build(composed("train.lr=1e-3")).config_hash
+    with pytest.raises(ConfigError, match="no setting for variant 'dora' on task 'demo'; it has demo/lora"):
+        build(composed("variant=dora", f"train.tuned_file={path}"))
 
 
 def test_a_run_can_take_another_variants_tuned_rate(tmp_path):
     path = tmp_path / "tuned.yaml"
     path.write_text(yaml.safe_dump({"demo": {"lora": {"lr": 1e-3, "head_lr": 4e-3}, "rslora": {"lr": 3e-4, "head_lr": None}}}))
-    borrowed = normalized(composed("variant=rslora", f"train.tuned_file={path}", "train.tuned_variant=lora"))
-    assert (borrowed["train"]["lr"], borrowed["train"]["head_lr"], borrowed["train"]["tuned_variant"]) == (1e-3, 4e-3, None)
-    own = normalized(composed("variant=rslora", f"train.tuned_file={path}"))
-    assert own["train"]["lr"] == 3e-4
-    assert results.config_hash(borrowed) == results.config_hash(
-        normalized(composed("variant=rslora", "train.lr=1e-3", "train.head_lr=4e-3")))
-    with pytest.raises(ValueError, match="unknown variant 'lroa'; available: .*lora"):
-        normalized(composed(f"train.tuned_file={path}", "train.tuned_variant=lroa"))
-    with pytest.raises(ValueError, match="train.tuned_variant='lora' needs train.tuned_file"):
-        normalized(composed("train.tuned_variant=lora"))
+    borrowed = build(composed("variant=rslora", f"train.tuned_file={path}", "train.tuned_variant=lora"))
+    assert (borrowed.train.lr, borrowed.train.head_lr, borrowed.train.tuned_variant) == (1e-3, 4e-3, None)
+    own = build(composed("variant=rslora", f"train.tuned_file={path}"))
+    assert own.train.lr == 3e-4
+    assert borrowed.config_hash == build(composed("variant=rslora", "train.lr=1e-3", "train.head_lr=4e-3")).config_hash
+    with pytest.raises(ConfigError, match="unknown variant 'lroa'; available: .*lora"):
+        build(composed(f"train.tuned_file={path}", "train.tuned_variant=lroa"))
+    with pytest.raises(ConfigError, match="train.tuned_variant='lora' needs train.tuned_file"):
+        build(composed("train.tuned_variant=lora"))
 
 
 # -- the tuning rule -----------------------------------------------------------------------------------
@@ -274,9 +276,9 @@ def test_the_tuning_command_prints_its_table_warns_and_writes_what_a_final_run_r
     assert "dora on mrpc: the chosen lr 0.0004 is the highest of its grid" in printed.err
     assert "| variant | mrpc |" in printed.out
     assert "| dora | 0.0004 (81.0), edge |" in printed.out and "| lora | 0.0002 (79.0) |" in printed.out
-    assert tune.tuned_setting(out, "lora", "mrpc") == {"lr": 2e-4, "head_lr": None}
-    cfg = normalized(composed("task=mrpc", "variant=dora", f"train.tuned_file={out}"))
-    assert cfg["train"]["lr"] == 4e-4
+    assert tuned_rates(out, "lora", "mrpc") == {"lr": 2e-4, "head_lr": None}
+    cfg = build(composed("task=mrpc", "variant=dora", f"train.tuned_file={out}"))
+    assert cfg.train.lr == 4e-4
 
 
 def test_the_tuning_command_refuses_records_that_differ_in_more_than_the_lr(tmp_path, capsys):

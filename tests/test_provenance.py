@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 import analysis
-from experiments import provenance, results, runner
+from conftest import composed
+from experiments.config import Task, build
+from experiments.records import store as results
+from experiments.run import provenance, runner
 
-REPO = Path(__file__).resolve().parent.parent
 SHORT = ["train.max_steps=2", "train.batch_size=8", "train.max_length=32", "train.eval_each_epoch=false",
          "data.max_train_samples=16", "data.max_eval_samples=16", "variant=head"]
 
@@ -25,9 +25,7 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def config(tmp_path, *overrides) -> dict:
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*SHORT, f"results.dir={tmp_path}", *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return composed(*SHORT, f"results.dir={tmp_path}", *overrides)
 
 
 def sha256(data: bytes) -> str:
@@ -46,11 +44,16 @@ def test_a_file_digest_is_cached_by_path_size_and_mtime(tmp_path):
     assert provenance.file_sha256(file) == sha256(b"wxyz")
 
 
+def tiny_task(**sources) -> Task:
+    return Task(name="t", text_fields=("a",), label_field="b", num_labels=2, metric="sst2", main_metric="accuracy",
+                splits={"train": "train", "validation": "validation"}, **sources)
+
+
 def test_a_local_model_is_identified_by_its_weight_files(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"w1")
     (tmp_path / "config.json").write_text("{}")  # not a weight file: not in the digest
     expected = sha256(f"model.safetensors\0{sha256(b'w1')}\n".encode())
-    assert provenance.model_identity(str(tmp_path), {}) == {"model_revision": None, "model_sha256": expected}
+    assert provenance.model_identity(str(tmp_path)) == {"model_revision": None, "model_sha256": expected}
 
 
 def test_a_hub_model_and_dataset_are_identified_by_the_cached_revision(tmp_path, monkeypatch):
@@ -59,9 +62,9 @@ def test_a_hub_model_and_dataset_are_identified_by_the_cached_revision(tmp_path,
     for folder in ("models--org--bert", "datasets--nyu-mll--glue"):
         (tmp_path / folder / "refs").mkdir(parents=True)
         (tmp_path / folder / "refs" / "main").write_text(commit)
-    assert provenance.model_identity("org/bert", {})["model_revision"] == commit
-    assert provenance.model_identity("org/other", {})["model_revision"] is None  # not cached: unknown
-    task = {"name": "mrpc", "hub": {"path": "nyu-mll/glue", "name": "mrpc"}, "local": {"files": {}}}
+    assert provenance.model_identity("org/bert")["model_revision"] == commit
+    assert provenance.model_identity("org/other")["model_revision"] is None  # not cached: unknown
+    task = tiny_task(hub={"path": "nyu-mll/glue", "name": "mrpc"}, local={"files": {}})
     assert provenance.data_identity(task, None) == {"data_revision": commit, "data_sha256": None,
                                                     "data_files": None}
 
@@ -70,7 +73,7 @@ def test_local_data_is_identified_by_each_file_digest(tmp_path):
     (tmp_path / "T").mkdir()
     (tmp_path / "T" / "train.tsv").write_text("a\tb\n")
     (tmp_path / "T" / "dev.tsv").write_text("c\td\n")
-    task = {"name": "t", "local": {"folder": "T", "files": {"train": "train.tsv", "validation": "dev.tsv"}}}
+    task = tiny_task(local={"folder": "T", "files": {"train": "train.tsv", "validation": "dev.tsv"}})
     identity = provenance.data_identity(task, str(tmp_path))
     assert identity["data_sha256"] == {"train": sha256(b"a\tb\n"), "validation": sha256(b"c\td\n")}
     assert identity["data_files"]["train"] == str(tmp_path / "T" / "train.tsv")
@@ -89,7 +92,7 @@ def test_a_run_records_its_provenance_outside_the_config_hash(tmp_path):
     demo_files = {split: Path(path) for split, path in found["data_files"].items()}
     assert found["data_sha256"] == {split: sha256(path.read_bytes()) for split, path in demo_files.items()}
     assert "provenance" not in stored["config"]
-    assert record["config_hash"] == results.config_hash(stored["config"])  # the config alone decides it
+    assert record["config_hash"] == build(stored["config"]).config_hash  # the config alone decides it
 
     df = analysis.load_results(tmp_path)
     assert df.loc[0, "provenance.torch"] == torch.__version__

@@ -7,8 +7,10 @@ import subprocess
 import sys
 import time
 
-from experiments import results
-from tests.test_runner import REPO, SHORT, records
+import pytest
+
+from conftest import REPO, SHORT, records
+from experiments.records import store as results
 
 
 def write_many(folder, worker, count):
@@ -29,6 +31,7 @@ def test_parallel_writers_lose_nothing(tmp_path):
         assert json.loads(path.read_text())["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_with_sigkill_resumes_only_the_missing_runs(tmp_path):
     command = [sys.executable, "run.py", "-m", *SHORT, "train.max_steps=15", f"results.dir={tmp_path}",
                f"hydra.sweep.dir={tmp_path}/sweep", "variant=head,lora,rslora"]

@@ -1,8 +1,14 @@
-"""Result records: stable hashes, atomic writes, a failure never replaces a success."""
+"""Result records: stable hashes (every committed record's from its own config), atomic writes, a
+failure never replaces a success."""
 import json
 import os
 
-from experiments import results
+import pytest
+
+from conftest import REPO, composed
+from experiments.config import build
+from experiments.config import schema
+from experiments.records import store as results
 
 
 def record(run_hash="abc123def456", status="ok", **extra):
@@ -10,12 +16,33 @@ def record(run_hash="abc123def456", status="ok", **extra):
 
 
 def test_hash_ignores_where_results_go_but_not_what_is_run():
-    cfg = {"rank": 8, "train": {"lr": 1e-3}, "results": {"dir": "a"}, "data": {"glue_dir": "/x", "max_train_samples": None}}
-    moved = {**cfg, "results": {"dir": "b"}, "data": {"glue_dir": "/y", "max_train_samples": None}}
-    changed = {**cfg, "rank": 16}
-    assert results.config_hash(cfg) == results.config_hash(moved)
-    assert results.config_hash(cfg) != results.config_hash(changed)
-    assert len(results.config_hash(cfg)) == 12
+    config = build(composed("results.dir=a", "data.glue_dir=/x"))
+    moved = build(composed("results.dir=b", "data.glue_dir=/y", "logger=wandb"))
+    changed = build(composed("rank=16"))
+    assert config.config_hash == moved.config_hash
+    assert config.config_hash != changed.config_hash
+    assert len(config.config_hash) == 12
+
+
+def test_an_option_at_its_default_is_hashed_as_if_unset():
+    assert build(composed("variant.init=kaiming")).config_hash == build(composed()).config_hash
+    assert build(composed("variant.init=gaussian")).config_hash != build(composed()).config_hash
+    assert build(composed("alpha=16")).config_hash == build(composed("alpha=16.0")).config_hash
+
+
+@pytest.mark.slow
+def test_every_committed_record_is_named_by_the_hash_of_its_own_config():
+    """What a record stores as its config is what a new run of that configuration would build: typed,
+    checked and hashed to the record's own name (so skip-on-rerun and progress find it)."""
+    paths = sorted(REPO.glob("results/**/runs/*.json"))
+    assert len(paths) > 500
+    wrong = []
+    for path in paths:
+        record = json.loads(path.read_text())
+        config = build(record["config"], check_files=False)
+        if not (config.config_hash == record["config_hash"] == path.stem and config.as_dict() == record["config"]):
+            wrong.append(path.relative_to(REPO))
+    assert not wrong, f"{len(wrong)} records do not match their config, e.g. {wrong[:3]}"
 
 
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
@@ -47,9 +74,7 @@ def test_unreadable_record_counts_as_missing(tmp_path):
 
 
 def test_a_new_setting_at_its_neutral_value_leaves_the_hash_alone(monkeypatch):
-    cfg = {"rank": 8, "data": {"max_train_samples": None}, "train": {"lr": 1e-3}}
-    monkeypatch.setitem(results.HASH_NEUTRAL, "data.new_setting", (None, 0))
-    monkeypatch.setitem(results.HASH_NEUTRAL, "train.other", (False,))
-    assert results.config_hash({**cfg, "data": {"max_train_samples": None, "new_setting": 0}}) == results.config_hash(cfg)
-    assert results.config_hash({**cfg, "train": {"lr": 1e-3, "other": False}}) == results.config_hash(cfg)
-    assert results.config_hash({**cfg, "data": {"max_train_samples": None, "new_setting": 0.1}}) != results.config_hash(cfg)
+    config = build(composed())
+    before = config.config_hash
+    monkeypatch.setitem(schema.HASH_NEUTRAL, "train.lr", (config.train.lr,))
+    assert config.config_hash != before and "lr" not in config.hash_input()["train"]

@@ -1,31 +1,17 @@
 """End to end: one short run per variant on the packaged MiniLM and the demo task, skip-on-rerun,
 failed runs recorded, determinism, and sweeps through the basic, joblib and submitit_local launchers."""
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 import variants
-from experiments import runner
+from conftest import REPO, SHORT, records
+from conftest import short_config as config
+from experiments.run import runner
 
-REPO = Path(__file__).resolve().parent.parent
-SHORT = ["train.max_steps=3", "train.batch_size=8", "train.max_length=32", "train.eval_each_epoch=false",
-         "data.max_train_samples=64", "data.max_eval_samples=32"]
-
-
-def config(tmp_path, *overrides) -> dict:
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*SHORT, f"results.dir={tmp_path}", *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def records(folder) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("runs/*.json"))]
+pytestmark = pytest.mark.slow  # every test here trains (seconds each) or starts processes
 
 
 @pytest.mark.parametrize("variant", variants.available())

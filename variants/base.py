@@ -88,6 +88,18 @@ class Variant:
         """Refuse bad option values (all options filled in) before any layer is touched; default: accept."""
 
     @classmethod
+    def label(cls, options: dict) -> str:
+        """The row name of this variant with these options in records, tables, figures and tuned files
+        (a variant that stands for several methods names the method, e.g. ``peft:loha``)."""
+        return cls.name
+
+    @classmethod
+    def unused_settings(cls, options: dict) -> tuple[str, ...]:
+        """Which of rank, alpha, target_modules and dropout this variant ignores with these options: a
+        run's config blanks them, so that they neither split a sweep nor enter the config hash."""
+        return ("rank", "alpha", "target_modules", "dropout") if cls.is_baseline else ()
+
+    @classmethod
     def distinct_options(cls, options: dict) -> dict:
         """The options that make a run of this variant another configuration (its config hash covers
         them): by default those that differ from their default, so that adding an option with a

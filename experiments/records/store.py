@@ -1,6 +1,6 @@
 """Result records: one JSON file per configuration, written atomically.
 
-A record lives at ``<results dir>/runs/<config hash>.json``. It is written once, at the end of a run,
+A record lives at ``<results dir>/runs/<config hash>.json`` (``RunConfig.config_hash``). It is written once, at the end of a run,
 to a temporary file in the same folder and then renamed over the final name (``os.replace`` is atomic
 on POSIX), so a reader sees either the previous record or the new one, never half of one; a run killed
 at any moment leaves at most a stray ``.tmp`` file, which readers ignore. Parallel runs write
@@ -9,7 +9,6 @@ different files, so nothing is lost between them.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -17,36 +16,7 @@ from pathlib import Path
 from variants.files import UMASK, write_atomically  # noqa: F401 (UMASK: the mode records get)
 
 RUNS_FOLDER = "runs"
-# Keys of the resolved config that do not change what a run computes, so they stay out of its hash.
-NOT_HASHED = ("results", "logger", "wandb", "experiment_name")
-NOT_HASHED_DATA = ("glue_dir",)
-#: Settings added after records were made, with the value(s) that reproduce the behaviour from before
-#: they existed: a key at such a value is hashed as if absent, so adding a setting never changes the
-#: hash of a configuration that does not use it (committed records stay recognised). Dotted paths.
-HASH_NEUTRAL: dict[str, tuple] = {
-    "data.selection_fraction": (None,), "data.selection_seed": (0,),
-    "train.lr_factor": (1, 1.0), "train.tuned_file": (None,), "train.tuned_variant": (None,),
-}
 PREDICTIONS_SUFFIX = ".predictions.parquet"
-
-
-def _without_neutral(payload: dict, prefix: str = "") -> dict:
-    kept = {}
-    for key, value in payload.items():
-        path = f"{prefix}{key}"
-        if path in HASH_NEUTRAL and value in HASH_NEUTRAL[path]:
-            continue
-        kept[key] = _without_neutral(value, path + ".") if isinstance(value, dict) else value
-    return kept
-
-
-def config_hash(config: dict) -> str:
-    """A short stable hash of everything that decides a run's outcome."""
-    payload = {k: v for k, v in config.items() if k not in NOT_HASHED}
-    if isinstance(payload.get("data"), dict):
-        payload["data"] = {k: v for k, v in payload["data"].items() if k not in NOT_HASHED_DATA}
-    text = json.dumps(_without_neutral(payload), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def record_path(results_dir, run_hash: str) -> Path:

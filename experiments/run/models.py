@@ -12,8 +12,6 @@ import importlib.util
 import os
 from pathlib import Path
 
-SOURCES = ("minilm", "smollm2", "hub")
-POOLINGS = ("model", "mean", "trainable")
 #: the modules every variant trains as the task head (variants.apply's head_modules), per model.pooling:
 #: ``trainable`` adds BERT's pooler (dense + tanh on [CLS]), which PEFT's SEQ_CLS default keeps frozen
 HEAD_MODULES = {"model": ("classifier", "score"), "mean": ("classifier", "score"),
@@ -58,26 +56,18 @@ def smollm2_folder() -> str:
     return str(target)
 
 
-def resolve_name_or_path(model_cfg) -> str:
-    source = model_cfg.get("source", "hub")
-    if source not in SOURCES:
-        raise ValueError(f"unknown model.source {source!r}; choose one of {', '.join(SOURCES)}")
-    if model_cfg.get("name_or_path"):
-        return str(model_cfg["name_or_path"])
-    if source == "minilm":
+def resolve_name_or_path(model) -> str:
+    """Where ``model`` (a ``ModelConfig``) loads from: its name_or_path, or the packaged model of its source."""
+    if model.name_or_path:
+        return str(model.name_or_path)
+    if model.source == "minilm":
         return minilm_folder()
-    if source == "smollm2":
+    if model.source == "smollm2":
         return smollm2_folder()
     raise ValueError("model.name_or_path is empty: give a hub id such as roberta-base, or a local folder")
 
 
-def check_pooling(pooling: str) -> None:
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown model.pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-
-
 def head_modules(pooling: str) -> tuple[str, ...]:
-    check_pooling(pooling)
     return HEAD_MODULES[pooling]
 
 
@@ -129,7 +119,6 @@ def load_model_and_tokenizer(name_or_path: str, num_labels: int, dtype: str = "f
 
     from .data import ensure_pad_token  # imported here: config checks import this module and need no datasets
 
-    check_pooling(pooling)
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(name_or_path))
     model = AutoModelForSequenceClassification.from_pretrained(
         name_or_path, num_labels=num_labels, dtype=getattr(torch, dtype))

@@ -1,6 +1,6 @@
 """Where a run came from: software versions, the device, and the identity of the weights and the data.
 
-``collect(cfg, name_or_path)`` gives one flat-ish dict that the runner stores as ``record["provenance"]``
+``collect(config, name_or_path)`` gives one flat-ish dict that the runner stores as ``record["provenance"]``
 (it is not part of the config, so it never enters the config hash). ``analysis.load_results`` shows
 each entry as a column ``provenance.<key>`` (``provenance.data_sha256.train`` for the nested ones).
 
@@ -25,14 +25,14 @@ PACKAGES = ("torch", "transformers", "accelerate", "datasets", "peft", "bitsandb
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 
 
-def collect(cfg: dict, name_or_path: str) -> dict:
-    """Provenance of one run of ``cfg`` (a resolved config) on the model at ``name_or_path``.
+def collect(config, name_or_path: str) -> dict:
+    """Provenance of one run of ``config`` (a built RunConfig) on the model at ``name_or_path``.
     A file that cannot be read leaves its digest out (``provenance_error`` says why); the run goes on."""
     found = {"python": platform.python_version(), **package_versions(), "platform": platform.platform(),
-             **device_info(cfg["train"].get("device"))}
+             **device_info(config.train.device)}
     try:
-        found.update(model_identity(name_or_path, cfg["model"]))
-        found.update(data_identity(cfg["task"], cfg["data"].get("glue_dir")))
+        found.update(model_identity(name_or_path))
+        found.update(data_identity(config.task_spec, config.data.glue_dir))
     except OSError as error:
         found["provenance_error"] = f"{type(error).__name__}: {error}"
     return found
@@ -133,7 +133,7 @@ def hub_revision(repo_id: str, kind: str = "models", revision: str | None = None
 
 
 # ----------------------------------------------------------------------------------------- identities
-def model_identity(name_or_path: str, model_cfg: dict) -> dict:
+def model_identity(name_or_path: str, revision: str | None = None) -> dict:
     """A local folder (the packaged models): sha256 over its weight files; a hub id: its revision."""
     folder = Path(name_or_path)
     if folder.is_dir():
@@ -142,34 +142,32 @@ def model_identity(name_or_path: str, model_cfg: dict) -> dict:
         for file in files:
             combined.update(f"{file.name}\0{file_sha256(file)}\n".encode())
         return {"model_revision": None, "model_sha256": combined.hexdigest() if files else None}
-    return {"model_revision": hub_revision(name_or_path, "models", model_cfg.get("revision")),
+    return {"model_revision": hub_revision(name_or_path, "models", revision),
             "model_sha256": None}
 
 
-def data_files(task: dict, glue_dir) -> dict[str, Path]:
-    """The local file each split is read from ({} when the task comes from the hub, or when its files
-    cannot be named: provenance never stops a run)."""
-    from .task_schema import local_files, uses_local_files
-
-    if not uses_local_files(task, glue_dir):
+def data_files(task, glue_dir) -> dict[str, Path]:
+    """The local file each split of ``task`` (a Task) is read from ({} when it comes from the hub, or
+    when its files cannot be named: provenance never stops a run)."""
+    if not task.uses_local_files(glue_dir):
         return {}
-    if task.get("generate"):
+    if task.generate:
         from .demo_task import default_folder
 
         base = default_folder()
     else:
         base = Path(os.path.expanduser(str(glue_dir))) if glue_dir is not None else None
     try:
-        return local_files(task, base)
+        return task.local_files(base)
     except (ValueError, OSError, KeyError):
         return {}
 
 
-def data_identity(task: dict, glue_dir) -> dict:
+def data_identity(task, glue_dir) -> dict:
     files = {split: path for split, path in data_files(task, glue_dir).items() if path.is_file()}
     if files:
         return {"data_revision": None, "data_sha256": {split: file_sha256(path) for split, path in files.items()},
                 "data_files": {split: str(path) for split, path in files.items()}}
-    hub = task.get("hub") or {}
+    hub = task.hub or {}
     revision = hub_revision(hub["path"], "datasets", hub.get("revision")) if hub.get("path") else None
     return {"data_revision": revision, "data_sha256": None, "data_files": None}

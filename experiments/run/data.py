@@ -1,4 +1,4 @@
-"""Task data: load a GLUE-style task described by a task YAML (conf/task/*.yaml) and batch it.
+"""Task data: load a GLUE-style task (an ``experiments.config.Task``) and batch it.
 
     splits = load_splits(task, glue_dir="/work/shared/glue")       # DatasetDict: train, validation (...)
     train_loader, eval_loaders = make_loaders(splits, tokenizer, task, batch_size=32)
@@ -21,8 +21,8 @@ from pathlib import Path
 import datasets
 from torch.utils.data import DataLoader, Sampler
 
-from .task_schema import (FORMATS, TRAIN, check_columns, check_task, file_format, local_files,  # noqa: F401
-                          missing_columns, plain, uses_local_files)
+from ..config.task import TRAIN, Task
+
 SELECTION = "selection"  # the split held out of train by data.selection_fraction
 
 
@@ -75,133 +75,67 @@ def _read_parquet(path: Path) -> tuple[list[str], list[dict]]:
     return list(table.column_names), table.to_pylist()
 
 
-def read_table(path: Path, spec: dict) -> tuple[list[str], list[dict]]:
-    """Column names and rows (dicts) of one task file."""
-    kind = file_format(path, spec)
-    header = spec.get("header", True)
+def read_table(path: Path, task: Task) -> tuple[list[str], list[dict]]:
+    """Column names and rows (dicts) of one of the task's files."""
+    kind = task.file_format(path)
+    header, columns = task.has_header, (task.local or {}).get("columns")
     if kind == "tsv":
-        return _read_delimited(path, "\t", header, spec.get("columns"), csv.QUOTE_NONE)
+        return _read_delimited(path, "\t", header, columns, csv.QUOTE_NONE)
     if kind == "csv":
-        return _read_delimited(path, ",", header, spec.get("columns"), csv.QUOTE_MINIMAL)
+        return _read_delimited(path, ",", header, columns, csv.QUOTE_MINIMAL)
     if kind == "jsonl":
         return _read_jsonl(path)
     return _read_parquet(path)
 
 
-# -- labels --------------------------------------------------------------------------------------------
-
-def _label_converter(task: dict):
-    """A function mapping a raw label (class name, index, or score) to the int/float the model trains on;
-    it returns None for a value outside the task's label set."""
-    num_labels = int(task["num_labels"])
-    if num_labels == 1:
-        low, high = task.get("label_range") or (-math.inf, math.inf)
-
-        def to_score(value):
-            try:
-                score = float(value)
-            except (TypeError, ValueError):
-                return None
-            return score if low <= score <= high else None
-        return to_score
-    names = [str(n) for n in task.get("label_names") or []]
-    by_name = {name: index for index, name in enumerate(names)}
-
-    def to_index(value):
-        if isinstance(value, str):
-            if value.strip() in by_name:
-                return by_name[value.strip()]
-            try:
-                value = int(value.strip())
-            except ValueError:
-                return None
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < num_labels:
-            return value
-        return None
-    return to_index
-
-
-def _label_set(task: dict) -> str:
-    if int(task["num_labels"]) == 1:
-        low, high = task.get("label_range") or ("-inf", "inf")
-        return f"numbers in [{low}, {high}]"
-    names = task.get("label_names") or []
-    return ", ".join(f"{i} / {n}" for i, n in enumerate(names)) or \
-        ", ".join(str(i) for i in range(int(task["num_labels"])))
-
-
-def convert_labels(values, task: dict, source: str) -> list:
-    convert = _label_converter(task)
-    labels = [convert(v) for v in values]
-    bad = sorted({repr(v) for v, label in zip(values, labels) if label is None})
-    if bad:
-        shown = ", ".join(bad[:10]) + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else "")
-        raise ValueError(f"{source}: labels outside the label set of task {task['name']!r}: {shown}; "
-                         f"valid labels: {_label_set(task)}")
-    return labels
-
-
 # -- building splits -----------------------------------------------------------------------------------
 
-def _features(task: dict) -> datasets.Features:
-    label = datasets.Value("float32") if int(task["num_labels"]) == 1 else datasets.Value("int64")
-    return datasets.Features({**{f: datasets.Value("string") for f in task["text_fields"]}, "label": label})
+def _features(task: Task) -> datasets.Features:
+    label = datasets.Value("float32") if task.is_regression else datasets.Value("int64")
+    return datasets.Features({**{f: datasets.Value("string") for f in task.text_fields}, "label": label})
 
 
-def _to_dataset(records: list[dict], names: list[str], task: dict, rename: dict, source: str) -> datasets.Dataset:
+def _to_dataset(records: list[dict], names: list[str], task: Task, rename: dict, source: str) -> datasets.Dataset:
     """Keep the task's columns of ``records`` (after ``rename``), convert the labels, check everything."""
     if not names:
-        raise ValueError(f"{source} is empty: task {task['name']!r} needs at least one row in every split")
-    problem = missing_columns(source, names, task, rename)
+        raise ValueError(f"{source} is empty: task {task.name!r} needs at least one row in every split")
+    problem = task.missing_columns(source, names, rename)
     if problem:
         raise ValueError(problem)
     if not records:
-        raise ValueError(f"{source} is empty: task {task['name']!r} needs at least one row in every split")
+        raise ValueError(f"{source} is empty: task {task.name!r} needs at least one row in every split")
     raw = {rename.get(old, old): old for old in names}
-    columns = {f: ["" if r.get(raw[f]) is None else str(r.get(raw[f])) for r in records]
-               for f in task["text_fields"]}
-    columns["label"] = convert_labels([r.get(raw[task["label_field"]]) for r in records], task, source)
+    columns = {f: ["" if r.get(raw[f]) is None else str(r.get(raw[f])) for r in records] for f in task.text_fields}
+    columns["label"] = task.read_labels([r.get(raw[task.label_field]) for r in records], source)
     return datasets.Dataset.from_dict(columns, features=_features(task))
 
 
-def _split_names(task: dict) -> dict[str, str]:
-    splits = task.get("splits") or {TRAIN: "train", "validation": "validation"}
-    if TRAIN not in splits or len(splits) < 2:
-        raise ValueError(f"task {task['name']!r}: splits must name 'train' and at least one evaluation split, "
-                         f"got {splits}")
-    return dict(splits)
-
-
-def _local_dataset(task: dict, base: Path | None) -> datasets.DatasetDict:
-    spec = task["local"]
-    check_columns(task, base)  # every file's header first: a missing column fails before a large read
+def _local_dataset(task: Task, base: Path | None) -> datasets.DatasetDict:
+    task.check_columns(base)  # every file's header first: a missing column fails before a large read
     result = {}
-    for key, path in local_files(task, base).items():
-        names, records = read_table(path, spec)
-        result[key] = _to_dataset(records, names, task, dict(spec.get("rename") or {}), str(path))
+    for key, path in task.local_files(base).items():
+        names, records = read_table(path, task)
+        result[key] = _to_dataset(records, names, task, task.rename, str(path))
     return datasets.DatasetDict(result)
 
 
-def _hub_dataset(task: dict) -> datasets.DatasetDict:
-    hub = task["hub"]
+def _hub_dataset(task: Task) -> datasets.DatasetDict:
+    hub = task.hub
     try:
         loaded = datasets.load_dataset(hub["path"], hub.get("name"))
     except Exception as error:  # offline, unknown name, ...: one clear line either way
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise FileNotFoundError(f"could not load task {task['name']!r} from the Hugging Face hub "
+        raise FileNotFoundError(f"could not load task {task.name!r} from the Hugging Face hub "
                                 f"({hub['path']}, {hub.get('name')}): {type(error).__name__}: {reason}; "
                                 "offline, pass data.glue_dir=<folder with the GLUE TSV files>") from None
     result = {}
-    for key, split in _split_names(task).items():
+    for key, split in task.splits.items():
         if split not in loaded:
             raise ValueError(f"hub dataset {hub['path']}/{hub.get('name')} has no split {split!r} "
                              f"(it has {sorted(loaded)})")
         part = loaded[split]
         source = f"{hub['path']}/{hub.get('name')} split {split}"
-        records = part.select_columns([c for c in part.column_names
-                                       if c in task["text_fields"] or c == task["label_field"]]).to_list()
+        records = part.select_columns([c for c in part.column_names if c in task.wanted_columns]).to_list()
         result[key] = _to_dataset(records, part.column_names, task, {}, source)
     return datasets.DatasetDict(result)
 
@@ -214,7 +148,7 @@ def _subsample(dataset: datasets.Dataset, limit, seed: int) -> datasets.Dataset:
     return dataset.shuffle(seed=seed).select(range(int(limit))).flatten_indices()
 
 
-def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_eval_samples=None,
+def load_splits(task: Task, glue_dir: str | None = None, max_train_samples=None, max_eval_samples=None,
                 seed: int = 0, selection_fraction=None, selection_seed: int = 0) -> datasets.DatasetDict:
     """The task's train and evaluation splits (keys as in ``task.splits``: ``train``, ``validation``,
     and for MNLI ``validation_mismatched``), columns ``text_fields + ["label"]``.
@@ -227,26 +161,25 @@ def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_e
     split (see ``selection_split``), drawn first, from the whole training set, with ``selection_seed``
     only: it is the same whatever ``seed`` and ``max_train_samples`` are; ``max_train_samples`` then
     subsamples what is left for training. ``max_eval_samples`` does not touch the selection split."""
-    task = plain(task)
-    check_task(task)
+    task = Task.of(task)
     base = None
-    if task.get("generate"):
+    if task.generate:
         from .demo_task import generate
 
-        base = generate(task["generate"])
+        base = generate(task.generate)
     elif glue_dir is not None:
         base = Path(os.path.expanduser(str(glue_dir)))
         if not base.is_dir():
             raise FileNotFoundError(f"data.glue_dir {str(glue_dir)!r} does not exist (or is not a folder)")
-        if not task.get("local"):
-            raise ValueError(f"task {task['name']!r} has no local: section, so it cannot be read from "
+        if not task.local:
+            raise ValueError(f"task {task.name!r} has no local: section, so it cannot be read from "
                              f"data.glue_dir; leave data.glue_dir unset to load it from the hub")
-    if uses_local_files(task, glue_dir):
+    if task.uses_local_files(glue_dir):
         splits = _local_dataset(task, base)
-    elif task.get("hub"):
+    elif task.hub:
         splits = _hub_dataset(task)
     else:
-        raise ValueError(f"task {task['name']!r} names no hub: dataset and its local: files are relative; "
+        raise ValueError(f"task {task.name!r} names no hub: dataset and its local: files are relative; "
                          "pass data.glue_dir")
     held_out = None
     if selection_fraction is not None:
@@ -262,7 +195,7 @@ def load_splits(task, glue_dir: str | None = None, max_train_samples=None, max_e
     return splits
 
 
-def selection_split(train: datasets.Dataset, fraction, seed: int, task: dict) -> tuple[list[int], list[int]]:
+def selection_split(train: datasets.Dataset, fraction, seed: int, task: Task) -> tuple[list[int], list[int]]:
     """(rows kept for training, rows held out for selection), positions in ``train``, both ascending.
 
     Stratified: the same share of every class (regression: of every quantile bin of the score, ten bins
@@ -271,7 +204,7 @@ def selection_split(train: datasets.Dataset, fraction, seed: int, task: dict) ->
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise ValueError(f"data.selection_fraction must be a number in (0, 1) or null, got {fraction!r}")
     labels = list(train["label"])
-    if int(task["num_labels"]) == 1:
+    if task.is_regression:
         bins = max(1, min(10, len(labels) // 20))
         order = sorted(range(len(labels)), key=lambda i: labels[i])
         strata = [0] * len(labels)
@@ -282,7 +215,7 @@ def selection_split(train: datasets.Dataset, fraction, seed: int, task: dict) ->
     groups: dict = {}
     for index, stratum in enumerate(strata):
         groups.setdefault(stratum, []).append(index)
-    rng = random.Random(f"selection-{task['name']}-{int(seed)}")
+    rng = random.Random(f"selection-{task.name}-{int(seed)}")
     chosen = []
     for stratum in sorted(groups):
         members = groups[stratum]
@@ -379,17 +312,17 @@ class PadCollator:
         return dict(self.tokenizer.pad(rows, padding="longest", return_tensors="pt"))
 
 
-def make_loaders(splits, tokenizer, task, batch_size: int, max_length: int = 128, seed: int = 0,
+def make_loaders(splits, tokenizer, task: Task, batch_size: int, max_length: int = 128, seed: int = 0,
                  eval_batch_size: int | None = None) -> tuple[DataLoader, dict[str, DataLoader]]:
     """A train loader (length-grouped shuffled batches) and one eval loader per evaluation split (sorted
     by length). Batches: ``input_ids``, ``attention_mask`` (``token_type_ids`` if the tokenizer makes
     them) and ``labels``, each a tensor padded to the longest row of its batch."""
-    task = plain(task)
+    task = Task.of(task)
     ensure_pad_token(tokenizer)
     collate = PadCollator(tokenizer)
     loaders = {}
     for key, part in splits.items():
-        encoded = tokenize(part, tokenizer, task["text_fields"], max_length)
+        encoded = tokenize(part, tokenizer, task.text_fields, max_length)
         lengths = encoded["length"]
         encoded = encoded.remove_columns("length")
         is_train = key == TRAIN

@@ -1,4 +1,5 @@
-"""From a Hydra config to one run: resolve paths, set up logging (wandb when asked), run, report.
+"""run.py's Hydra app: from Hydra's composed config to one run: the config built (typed, checked,
+normalized), paths made absolute, logging set up (wandb when asked), the run, a one-line report.
 
 The console stays readable: one progress bar (training), log lines printed above it (tqdm's logging
 redirect), no weight-loading report or progress bars from transformers and datasets, library warnings
@@ -119,28 +120,33 @@ def _runs_done() -> str:
     return f"[{count}/{total} runs done] " if total else f"[{count} runs done] "
 
 
-def _wandb_logger(cfg: dict, name: str):
+def _wandb_logger(config, name: str):
     import wandb
 
-    run = wandb.init(project=cfg["logger"].get("project", "lora-arena"), mode=cfg["logger"].get("mode"),
-                     config=cfg, name=name, reinit="finish_previous")
+    run = wandb.init(project=config.logger.project or "lora-arena", mode=config.logger.mode,
+                     config=config.as_dict(), name=name, reinit="finish_previous")
     return run, (lambda values, step: run.log(values, step=step))
 
 
-def run_from_hydra(cfg) -> float | None:
-    from .checks import check_config, normalized
+def _absolute(cfg) -> None:
+    """Paths on the command line are relative to where run.py was started (Hydra changes nothing, but
+    a launcher's worker may run elsewhere)."""
+    OmegaConf.set_struct(cfg, False)
+    cfg.results.dir = to_absolute_path(cfg.results.dir)
+    for section, key in (("data", "glue_dir"), ("train", "tuned_file")):
+        if cfg[section][key]:
+            cfg[section][key] = to_absolute_path(cfg[section][key])
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["experiment_name"] = HydraConfig.get().runtime.choices.get("experiment")
-    resolved["results"]["dir"] = to_absolute_path(resolved["results"]["dir"])
-    if resolved["data"].get("glue_dir"):
-        resolved["data"]["glue_dir"] = to_absolute_path(resolved["data"]["glue_dir"])
-    if resolved["train"].get("tuned_file"):
-        resolved["train"]["tuned_file"] = to_absolute_path(resolved["train"]["tuned_file"])
+
+def run_from_hydra(cfg) -> float | None:
+    from ..config import ConfigError, build
+
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        check_config(normalized(resolved))  # fast: before data, model or the heavy imports
-    except ValueError as error:
+    _absolute(cfg)
+    choices = HydraConfig.get().runtime.choices
+    try:  # fast: before data, model or the heavy imports
+        config = build(cfg, experiment=choices.get("experiment"), task_source=f"task/{choices.get('task')}.yaml")
+    except ConfigError as error:
         if multirun:
             raise
         sys.exit(f"error: {error}")
@@ -154,12 +160,12 @@ def run_from_hydra(cfg) -> float | None:
         if multirun:
             _threads_for_parallel_jobs()
         wandb_run, log_metrics = None, None
-        if resolved["logger"]["name"] == "wandb":
-            name = f"{resolved['variant']['name']}-{resolved['task']['name']}-r{resolved['rank']}-s{resolved['seed']}"
-            wandb_run, log_metrics = _wandb_logger(resolved, name)
+        if config.logger.name == "wandb":
+            name = f"{config.variant_name}-{config.task.name}-r{config.rank}-s{config.seed}"
+            wandb_run, log_metrics = _wandb_logger(config, name)
         try:
             with logging_redirect_tqdm() if not parallel else contextlib.nullcontext():  # no bar there
-                record = runner.run(resolved, log_metrics=log_metrics,
+                record = runner.run(config, log_metrics=log_metrics,
                                     show_progress=not parallel and (sys.stderr.isatty() or not multirun))
         except (ValueError, OSError, ModuleNotFoundError) as error:  # OSError: a record or claim it cannot write
             if multirun:  # a bad setting in a sweep stops it early, before more time is spent
@@ -168,7 +174,7 @@ def run_from_hydra(cfg) -> float | None:
         finally:
             if wandb_run is not None:
                 wandb_run.finish()
-    path = os.path.join(resolved["results"]["dir"], "runs", f"{record['config_hash']}.json")
+    path = os.path.join(config.results.dir, "runs", f"{record['config_hash']}.json")
     if record.get("claimed_by"):  # another launcher runs it; the runner said so in one line
         return None
     done = _runs_done() if multirun else ""
@@ -176,9 +182,9 @@ def run_from_hydra(cfg) -> float | None:
         log.info("%salready done (%s): %s %s = %s", done, path, record["variant"], record["main_metric"],
                  record["main_score"])
     elif record["status"] == "ok":
-        log.info("%s%s on %s: %s = %.4f, %d trainable parameters, %.1f s training -> %s", done, record["variant"],
-                 record["task"], record["main_metric"], record["main_score"], record["trainable_params"],
-                 record["train_seconds"], path)
+        log.info("%s%s on %s (%s): %s = %.4f, %d trainable parameters, %.1f s training -> %s", done,
+                 record["variant"], record["task"], record["precision"], record["main_metric"], record["main_score"],
+                 record["trainable_params"], record["train_seconds"], path)
     else:
         log.error("%sfailed: %s -> %s", done, record["error"], path)
         if not multirun:

@@ -1,7 +1,8 @@
-"""A task YAML is checked before anything heavy runs (experiments/task_schema.py, through run.py's
-pre-flight): unknown and missing keys, types, labels against num_labels, metric and main_metric, splits
-against files, rename against the task's columns, and the files' columns from their headers. Each
-mistake fails naming the key or column, before torch is even imported, and writes no record."""
+"""A task YAML is checked before anything heavy runs (the typed schema's TaskConfig for its keys and
+types, experiments.config.Task for how they agree, both through run.py's check): unknown and missing
+keys, types, labels against num_labels, metric and main_metric, splits against files, rename against
+the task's columns, and the files' columns from their headers. Each mistake fails naming the file and
+the key or column, before any model or data loads, and writes no record."""
 import copy
 import json
 import re
@@ -9,17 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from conftest import GLUE_DIR
-from experiments import task_schema
-from experiments.overrides import OverrideError, check, selected_tasks
-from experiments.task_schema import TaskError, check_columns, check_task
+from conftest import CONF, GLUE_DIR, REPO, composed
+from experiments.config import ConfigError, Task, build, check
 
-REPO = Path(__file__).resolve().parents[1]
-TASK_DIR = REPO / "conf" / "task"
+TASK_DIR = CONF / "task"
 SHIPPED = sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
 
 
@@ -27,38 +24,31 @@ def shipped(name: str) -> dict:
     return yaml.safe_load((TASK_DIR / f"{name}.yaml").read_text())
 
 
+def check_task(spec: dict, source: str = "task config") -> Task:
+    """A task YAML as a run checks it: typed by the schema, then built into a Task."""
+    config = build({**composed(), "task": spec}, task_source=source, check_files=False)
+    return config.task_spec
+
+
 # -- every shipped task is valid ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_task_is_valid(name):
     check_task(shipped(name), f"conf/task/{name}.yaml")
-    check([f"task={name}"])  # the pre-flight run.py makes
+    check([f"task={name}"])  # the check run.py makes
 
 
 @pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"no GLUE folder at {GLUE_DIR}")
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_tasks_match_the_columns_of_the_glue_files(name):
-    task = shipped(name)
-    if task.get("generate") or not (GLUE_DIR / task["local"].get("folder", "")).is_dir():
+    task = check_task(shipped(name))
+    if task.generate or not (GLUE_DIR / task.local.get("folder", "")).is_dir():
         pytest.skip(f"{name}: not in {GLUE_DIR}")
-    check_columns(task, GLUE_DIR)
-
-
-def test_the_metric_table_is_what_the_metric_module_returns():
-    """METRIC_OUTPUTS is a static copy (no `evaluate` import in the pre-flight): it must stay true."""
-    from experiments import metrics
-    from experiments.glue_metric.glue_metric import CONFIGS
-
-    assert set(task_schema.METRIC_OUTPUTS) == set(CONFIGS)
-    for name in CONFIGS:
-        kind = float if name in task_schema.REGRESSION_METRICS else int
-        returned = metrics.load_metric(name).compute(predictions=np.array([0, 1, 1], dtype=kind),
-                                                     references=np.array([0, 1, 0], dtype=kind))
-        assert tuple(returned) == task_schema.METRIC_OUTPUTS[name], name
+    task.check_columns(GLUE_DIR)
 
 
 def test_mnli_main_metric_carries_the_split_suffix():
-    assert task_schema.metric_names(shipped("mnli")) == ["accuracy_matched", "accuracy_mismatched"]
+    assert check_task(shipped("mnli")).metric_names == ["accuracy_matched", "accuracy_mismatched"]
 
 
 # -- each mistake names the key ---------------------------------------------------------------------------
@@ -75,24 +65,28 @@ def rename_key(section: dict, old: str, new: str) -> None:
 
 MISTAKES = {
     "misspelt main_metric": ("rte", lambda t: rename_key(t, "main_metric", "main_metrc"),
-                             ["unknown key 'main_metrc'", "did you mean 'main_metric'", "valid keys: name,"]),
-    "xfiles at the top": ("rte", lambda t: t.update(xfiles=1), ["unknown key 'xfiles'", "'local.files'"]),
+                             ["unknown setting 'task.main_metrc'", "did you mean 'main_metric'",
+                              "valid under task: name,"]),
+    "xfiles at the top": ("rte", lambda t: t.update(xfiles=1), ["unknown setting 'task.xfiles'", "valid under task"]),
     "xfiles under local": ("rte", lambda t: t["local"].update(xfiles=1),
-                           ["unknown key 'local.xfiles'", "did you mean 'files'", "valid keys under local"]),
+                           ["unknown setting 'task.local.xfiles'", "did you mean 'files'", "valid under task.local"]),
     "misspelt required key": ("rte", lambda t: rename_key(t, "text_fields", "text_field"),
-                              ["unknown key 'text_field'", "did you mean 'text_fields'"]),
-    "missing required key": ("rte", lambda t: t.pop("text_fields"), ["required key(s) text_fields missing"]),
+                              ["unknown setting 'task.text_field'", "did you mean 'text_fields'"]),
+    "missing required key": ("rte", lambda t: t.pop("text_fields"), ["task.text_fields is not set"]),
     "three names for two labels": ("rte", lambda t: t["label_names"].append("maybe"),
                                    ["num_labels is 2 but label_names names 3", "entailment, not_entailment, maybe"]),
     "text_fields a string": ("rte", lambda t: t.update(text_fields="sentence1"),
-                             ["text_fields must be a list of one or two column names", "got 'sentence1'"]),
-    "three text fields": ("rte", lambda t: t["text_fields"].append("sentence3"), ["text_fields must be"]),
-    "num_labels a string": ("rte", lambda t: t.update(num_labels="2"), ["num_labels must be an integer >= 1"]),
+                             ["task.text_fields='sentence1': must be a list of 1 or 2 column names"]),
+    "three text fields": ("rte", lambda t: t["text_fields"].append("sentence3"),
+                          ["task.text_fields=", "must be a list of 1 or 2 column names"]),
+    "num_labels not a number": ("rte", lambda t: t.update(num_labels="two"),
+                                ["task.num_labels='two': must be an integer >= 1"]),
     "label_range on a classifier": ("rte", lambda t: t.update(label_range=[0, 1]),
                                     ["label_range is for a regression task", "num_labels is 2"]),
     "regression with a classification metric": ("stsb", lambda t: t.update(metric="sst2", main_metric="accuracy"),
                                                  ["metric 'sst2' is a classification metric", "num_labels is 1"]),
-    "unknown metric": ("rte", lambda t: t.update(metric="glue"), ["metric must be one of cola, sst2"]),
+    "unknown metric": ("rte", lambda t: t.update(metric="glue"), ["metric='glue' is not a GLUE metric set",
+                                                                  "valid: cola, sst2"]),
     "main_metric the metric does not return": ("sst2", lambda t: t.update(main_metric="f1"),
                                                ["main_metric 'f1' is not among what metric 'sst2' returns: accuracy"]),
     "split without a file": ("rte", lambda t: t["splits"].update(test="test"),
@@ -100,7 +94,8 @@ MISTAKES = {
     "file for no split": ("rte", lambda t: rename_key(t["local"]["files"], "validation", "validaton"),
                           ["local.files has no file for split 'validation'", "did you mean 'validaton'"]),
     "no data at all": ("rte", lambda t: (t.pop("hub"), t.pop("local")), ["names no data"]),
-    "unknown format": ("rte", lambda t: t["local"].update(format="xlsx"), ["local.format must be one of csv"]),
+    "unknown format": ("rte", lambda t: t["local"].update(format="xlsx"),
+                       ["task.local.format='xlsx': must be one of tsv, csv, jsonl, parquet"]),
     "no header and no columns": ("rte", lambda t: t["local"].update(header=False), ["local.columns must name"]),
     "rename onto no field": ("mrpc", lambda t: t["local"]["rename"].update({"Quality": "lable"}),
                              ["turns the file's column 'Quality' into 'lable'", "did you mean 'label'"]),
@@ -117,7 +112,7 @@ MISTAKES = {
 @pytest.mark.parametrize("mistake", list(MISTAKES))
 def test_each_mistake_fails_naming_the_key(mistake):
     name, change, expected = MISTAKES[mistake]
-    with pytest.raises(TaskError) as error:
+    with pytest.raises(ConfigError) as error:
         check_task(edited(name, change), f"conf/task/{name}.yaml")
     message = str(error.value)
     assert f"conf/task/{name}.yaml" in message
@@ -127,7 +122,7 @@ def test_each_mistake_fails_naming_the_key(mistake):
 
 # -- columns, from the headers only -----------------------------------------------------------------------
 
-def reviews_task(tmp_path: Path, kind: str, columns: list[str]) -> dict:
+def reviews_task(tmp_path: Path, kind: str, columns: list[str]) -> Task:
     """A custom task whose file has ``columns`` (its own names), renamed onto text/aspect/label."""
     path = tmp_path / f"reviews.{kind}"
     rows = [dict(zip(columns, ["great", "food", "good"]))]
@@ -142,24 +137,23 @@ def reviews_task(tmp_path: Path, kind: str, columns: list[str]) -> dict:
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(rows), path)
-    return {"name": "reviews", "text_fields": ["text", "aspect"], "label_field": "label", "num_labels": 2,
-            "label_names": ["bad", "good"], "metric": "sst2", "main_metric": "accuracy",
-            "local": {"files": {"train": path.name, "validation": path.name},
-                      "rename": {"review_text": "text", "verdict": "label"}}}
+    return check_task({"name": "reviews", "text_fields": ["text", "aspect"], "label_field": "label", "num_labels": 2,
+                       "label_names": ["bad", "good"], "metric": "sst2", "main_metric": "accuracy",
+                       "local": {"files": {"train": path.name, "validation": path.name},
+                                 "rename": {"review_text": "text", "verdict": "label"}}})
 
 
 @pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl", "parquet"])
 def test_columns_are_read_from_the_header_only(tmp_path, kind):
     task = reviews_task(tmp_path, kind, ["review_text", "aspect", "verdict"])
-    check_task(task)
-    check_columns(task, tmp_path)  # the bad rows after the header are left to the full read
+    task.check_columns(tmp_path)  # the bad rows after the header are left to the full read
 
 
 @pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl", "parquet"])
 def test_a_missing_column_is_named_in_the_files_and_the_tasks_names(tmp_path, kind):
     task = reviews_task(tmp_path, kind, ["review", "aspect", "verdict"])
-    with pytest.raises(TaskError) as error:
-        check_columns(task, tmp_path)
+    with pytest.raises(ConfigError) as error:
+        task.check_columns(tmp_path)
     message = str(error.value)
     assert f"reviews.{kind} lacks column(s) review_text (the task's 'text' after local.rename)" in message
     assert "in the file's own names, task 'reviews' expects columns ['review_text', 'aspect', 'verdict'], " \
@@ -168,28 +162,19 @@ def test_a_missing_column_is_named_in_the_files_and_the_tasks_names(tmp_path, ki
            "found ['review', 'aspect', 'label']" in message
 
 
-# -- the pre-flight: which task, task.* overrides ------------------------------------------------------
-
-def test_the_preflight_checks_the_task_the_command_runs():
-    assert selected_tasks([]) == ["demo"]
-    assert selected_tasks(["task=mrpc,rte"]) == ["mrpc", "rte"]
-    assert selected_tasks(["-m", "experiment=glue_table"]) == ["mrpc", "rte", "stsb", "cola"]
-    assert selected_tasks(["-m", "experiment=glue_table_sst2"]) == ["sst2"]  # its own sweep wins
-    assert selected_tasks(["experiment=glue_table"]) == ["demo"]  # a single run ignores the sweep
-    assert selected_tasks(["-m", "experiment=glue_table", "task=wnli"]) == ["wnli"]
-
+# -- the command line: task.* overrides, every task of a sweep ----------------------------------------
 
 def test_task_overrides_are_checked_with_the_task():
     check(["task=mrpc", "task.main_metric=f1"])  # MRPC's metric returns f1
-    with pytest.raises(OverrideError, match=r"conf/task/sst2\.yaml with task\.main_metric=f1\): main_metric 'f1'"):
+    with pytest.raises(ConfigError, match=r"conf/task/sst2\.yaml\): main_metric 'f1' is not among"):
         check(["task=sst2", "task.main_metric=f1"])
-    with pytest.raises(OverrideError, match=r"task 'rte'.*main_metric 'f1'"):  # one task of the sweep
+    with pytest.raises(ConfigError, match=r"task 'rte'.*main_metric 'f1'.*in the run .*task=rte"):  # one run of the sweep
         check(["-m", "experiment=glue_table", "task.main_metric=f1"])
-    with pytest.raises(OverrideError, match=r"unknown key 'main_metrc' \(did you mean 'main_metric'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown setting 'task.main_metrc' \(did you mean 'main_metric'\?\)"):
         check(["task=mrpc", "+task.main_metrc=f1"])
-    with pytest.raises(OverrideError, match="required key.s. metric missing"):
+    with pytest.raises(ConfigError, match="task.metric is not set"):
         check(["task=mrpc", "~task.metric"])
-    with pytest.raises(OverrideError, match="turns the file's column 'Quality' into 'lable'"):
+    with pytest.raises(ConfigError, match="turns the file's column 'Quality' into 'lable'"):
         check(["task=mrpc", "task.local.rename={Quality:lable}"])  # merged into the YAML's rename, as Hydra does
 
 
@@ -201,23 +186,17 @@ def test_progress_refuses_a_bad_task_override(capsys):
 
 
 def test_the_runner_checks_the_task_before_writing_anything(tmp_path):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from experiments.run import runner
 
-    from experiments import runner
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("config", overrides=[f"results.dir={tmp_path}", "task.num_labels=3"]),
-                                     resolve=True)
-    with pytest.raises(TaskError, match="num_labels is 3 but label_names names 2"):
-        runner.run(cfg, show_progress=False)
+    with pytest.raises(ConfigError, match="num_labels is 3 but label_names names 2"):
+        runner.run(composed(f"results.dir={tmp_path}", "task.num_labels=3"), show_progress=False)
     assert not any(tmp_path.iterdir())
 
 
 # -- through run.py: each mistake of the issue fails before training -------------------------------------
 
 WATCH = """import atexit, runpy, sys
-heavy = ("torch", "transformers", "datasets")
+heavy = ("transformers", "datasets", "accelerate")
 atexit.register(lambda: print("heavy imports:", [m for m in heavy if m in sys.modules], file=sys.stderr))
 sys.argv = ["run.py", *sys.argv[1:]]
 runpy.run_path("run.py", run_name="__main__")
@@ -237,12 +216,12 @@ def write_rte_files(folder: Path, columns: str) -> None:
 
 ISSUE_MISTAKES = {  # task YAML edit (a function of RTE's YAML) -> what the error must say
     "main_metrc": (lambda t: rename_key(t, "main_metric", "main_metrc"),
-                   ["unknown key 'main_metrc' (did you mean 'main_metric'?)"]),
-    "xfiles": (lambda t: t.update(xfiles=1), ["unknown key 'xfiles'"]),
+                   ["unknown setting 'task.main_metrc' (did you mean 'main_metric'?)"]),
+    "xfiles": (lambda t: t.update(xfiles=1), ["unknown setting 'task.xfiles'"]),
     "num_labels vs label_names": (lambda t: t["label_names"].append("maybe"),
                                   ["num_labels is 2 but label_names names 3"]),
     "text_field": (lambda t: rename_key(t, "text_fields", "text_field"),
-                   ["unknown key 'text_field' (did you mean 'text_fields'?)"]),
+                   ["unknown setting 'task.text_field' (did you mean 'text_fields'?)"]),
     "column missing after rename": (
         lambda t: t.update(local={"files": {"train": "train.csv", "validation": "dev.csv"},
                                   "rename": {"s_a": "sentence1", "s_b": "sentence2"}}),
@@ -265,7 +244,7 @@ def test_run_py_stops_a_bad_task_yaml_before_training(mistake, tmp_path):
     assert "mine.yaml" in done.stderr or mistake == "column missing after rename"
     for text in expected:
         assert text in done.stderr, done.stderr
-    assert "heavy imports: []" in done.stderr  # no torch, so no model, no data loading, no training
+    assert "heavy imports: []" in done.stderr  # no model, no data loading, no training
     assert not (tmp_path / "results").exists() and not (tmp_path / "hydra").exists()
 
 
@@ -285,20 +264,23 @@ def test_a_good_task_in_another_config_dir_reaches_hydra(tmp_path):
     assert "main_metric: accuracy" in done.stdout
 
 
-# -- README ------------------------------------------------------------------------------------------
+# -- the docs --------------------------------------------------------------------------------------
 
-def readme_task_section() -> str:
-    text = (REPO / "README.md").read_text()
-    return text[text.index("- **A task**"):text.index("## What the runner guarantees")]
-
-
-def test_readme_lists_every_key_of_the_schema_once():
-    rows = re.findall(r"^  \| `([a-z_.]+)`", readme_task_section(), flags=re.M)
-    expected = [k for k in task_schema.KEYS if k != "local"] + [f"local.{k}" for k in task_schema.LOCAL_KEYS]
-    assert sorted(rows) == sorted(expected)  # hub's two keys are on the hub row
+def task_docs() -> str:
+    return (REPO / "docs" / "adding-a-task.md").read_text()
 
 
-def test_readme_example_task_is_valid():
-    section = readme_task_section()
-    example = section.split("```yaml", 1)[1].split("```", 1)[0]
-    check_task(yaml.safe_load(example), "README.md")
+def test_the_task_docs_list_every_key_of_the_schema_once():
+    from dataclasses import fields
+
+    from experiments.config.schema import HubSource, LocalSource, TaskConfig
+
+    rows = re.findall(r"^\| `([a-z_.]+)`", task_docs(), flags=re.M)
+    expected = ([f.name for f in fields(TaskConfig) if f.name not in ("hub", "local")]
+                + [f"hub.{f.name}" for f in fields(HubSource)] + [f"local.{f.name}" for f in fields(LocalSource)])
+    assert sorted(rows) == sorted(expected)
+
+
+def test_the_task_docs_example_is_valid():
+    example = task_docs().split("```yaml", 1)[1].split("```", 1)[0]
+    check_task(yaml.safe_load(example), "docs/adding-a-task.md")

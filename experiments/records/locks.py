@@ -1,4 +1,4 @@
-"""Claims: a run says in the results folder that it is training a configuration, so that a second launcher
+"""Locks (claims): a run says in the results folder that it is training a configuration, so that a second launcher
 over the same folder (a relaunched sweep, a colleague's sweep, another job of the same array) skips that
 configuration instead of training it twice.
 
@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import results
+from . import store
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ DEFAULT_STALE_AFTER = 300.0
 
 
 def claim_path(results_dir, run_hash: str) -> Path:
-    return Path(results_dir) / results.RUNS_FOLDER / f"{run_hash}{CLAIM_SUFFIX}"
+    return Path(results_dir) / store.RUNS_FOLDER / f"{run_hash}{CLAIM_SUFFIX}"
 
 
 def pid_namespace() -> str | None:
@@ -178,7 +178,7 @@ def acquire(results_dir, run_hash: str, stale_after: float = DEFAULT_STALE_AFTER
     """Claim ``run_hash``: our new claim (``ours``), or the live claim of the run that holds it. A stale
     claim is taken over. Raises OSError naming the file when the claim cannot be written."""
     mine = Claim(claim_path(results_dir, run_hash), token=uuid.uuid4().hex, host=socket.gethostname(),
-                 pid=os.getpid(), pid_namespace=pid_namespace(), started=results.now(),
+                 pid=os.getpid(), pid_namespace=pid_namespace(), started=store.now(),
                  stale_after=stale_after, ours=True)
     held = None
     for _ in range(5):
@@ -261,19 +261,24 @@ def _sigterm_as_interrupt():
 @contextlib.contextmanager
 def hold(results_dir, run_hash: str, stale_after: float | None = None):
     """``with hold(dir, hash) as claim:`` the block runs with the claim held and heartbeating when
-    ``claim.ours``; otherwise ``claim`` is the live claim of the run that has it, and nothing is held."""
+    ``claim.ours``; otherwise ``claim`` is the live claim of the run that has it, and nothing is held.
+    SIGTERM counts as Ctrl-C from before the claim is made, so a signal that arrives right after it
+    still releases it."""
     stale_after = seconds(stale_after)
-    claim = acquire(results_dir, run_hash, stale_after)
-    if not claim.ours:
-        yield claim
-        return
-    heartbeat = _Heartbeat(claim, every=max(stale_after / 10, 0.05))
-    heartbeat.start()
-    try:
-        with _sigterm_as_interrupt():
-            yield claim
-    finally:
-        heartbeat.stopped.set()
-        heartbeat.join()
-        release(claim)
-
+    with _sigterm_as_interrupt():
+        claim = None
+        try:
+            claim = acquire(results_dir, run_hash, stale_after)
+            if not claim.ours:
+                yield claim
+                return
+            heartbeat = _Heartbeat(claim, every=max(stale_after / 10, 0.05))
+            heartbeat.start()
+            try:
+                yield claim
+            finally:
+                heartbeat.stopped.set()
+                heartbeat.join()
+        finally:
+            if claim is not None and claim.ours:
+                release(claim)

@@ -17,8 +17,6 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import metrics as task_metrics
-
 logger = logging.getLogger(__name__)
 
 
@@ -119,32 +117,30 @@ def evaluate(model, eval_loaders, task, accelerator, outputs: dict | None = None
         logits, labels = np.concatenate(logits), np.concatenate(labels)
         if outputs is not None:
             outputs[split] = (logits, labels)
-        results.update(task_metrics.compute(task, logits, labels, split=split if suffixed else None))
+        results.update(task.scores(logits, labels, split=split if suffixed else None))
     model.train()
     return results, float(np.mean(losses)) if losses else math.nan
 
 
-def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_prefixes=(), log=None,
+def train_and_evaluate(model, train_loader, eval_loaders, task, train, head_prefixes=(), log=None,
                        show_progress=True, selection_loader=None) -> TrainOutcome:
-    """Train, then score every eval split. ``selection_loader`` (the held-out part of train, if any) is
+    """Train, then score every eval split. ``task``: the run's ``Task``; ``train``: its ``TrainConfig``
+    (checked: every value is valid). ``selection_loader`` (the held-out part of train, if any) is
     scored after every epoch and at the end; its main score joins each epoch's learning-curve entry.
     With a selection split the eval splits are scored once, at the end (``eval_each_epoch`` then
     applies to the selection split only), so no per-epoch dev score exists for a choice to peek at."""
-    accelerator = Accelerator(mixed_precision=train_cfg.get("mixed_precision", "no"),
-                              cpu=train_cfg.get("device") == "cpu")
+    accelerator = Accelerator(mixed_precision=train.mixed_precision, cpu=train.device == "cpu")
     steps_per_epoch = len(train_loader)
-    max_steps = train_cfg.get("max_steps") or math.ceil(train_cfg["epochs"] * steps_per_epoch)
-    optimizer = torch.optim.AdamW(parameter_groups(model, train_cfg["lr"], train_cfg.get("head_lr"),
-                                                   train_cfg.get("weight_decay", 0.0), head_prefixes))
-    warmup = train_cfg.get("warmup", 0.0)
-    warmup_steps = int(warmup * max_steps) if warmup < 1 else int(warmup)
+    max_steps = train.max_steps or math.ceil(train.epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(parameter_groups(model, train.lr, train.head_lr, train.weight_decay, head_prefixes))
+    warmup_steps = int(train.warmup * max_steps) if train.warmup < 1 else int(train.warmup)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
     selection = {"selection": accelerator.prepare(selection_loader)} if selection_loader is not None else {}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    eval_each_epoch = train_cfg.get("eval_each_epoch", True) and not selection
-    log_every = max(1, int(train_cfg.get("log_every", 50)))
+    eval_each_epoch = train.eval_each_epoch and not selection
+    log_every = train.log_every
     curve, step, running, step_losses = [], 0, [], []
     progress = tqdm(total=max_steps, disable=not show_progress or not accelerator.is_local_main_process,
                     desc="train", mininterval=2.0)
@@ -159,8 +155,8 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}")
                 accelerator.backward(loss)
-                if train_cfg.get("grad_clip"):
-                    accelerator.clip_grad_norm_(trainable, train_cfg["grad_clip"])
+                if train.grad_clip:
+                    accelerator.clip_grad_norm_(trainable, train.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -184,8 +180,8 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
                 entry = {"step": step, "epoch": step / steps_per_epoch, "loss": None, "eval": None}
                 if eval_each_epoch:
                     scores, _ = evaluate(model, eval_loaders, task, accelerator)
-                    entry["eval"] = task_metrics.main_score(task, scores)
-                    logger.info("step %d/%d: dev %s %.4f", step, max_steps, task["main_metric"], entry["eval"])
+                    entry["eval"] = task.main_score(scores)
+                    logger.info("step %d/%d: dev %s %.4f", step, max_steps, task.main_metric, entry["eval"])
                     if log:
                         log({f"eval/{k}": v for k, v in scores.items()}, step)
                 if selection:
@@ -195,13 +191,13 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
     outputs = {}
     scores, eval_loss = evaluate(model, eval_loaders, task, accelerator, outputs)
     curve.append({"step": step, "epoch": step / steps_per_epoch, "loss": None,
-                  "eval": task_metrics.main_score(task, scores)})
+                  "eval": task.main_score(scores)})
     if log:
         log({f"eval/{k}": v for k, v in scores.items()}, step)
     selection_metrics = None
     if selection:
         selection_metrics, _ = evaluate(model, selection, task, accelerator, outputs, suffixed=False)
-        curve[-1]["selection"] = task_metrics.main_score(task, selection_metrics)
+        curve[-1]["selection"] = task.main_score(selection_metrics)
     return TrainOutcome(metrics=scores, eval_loss=eval_loss, steps=step, train_seconds=train_seconds,
                         peak_memory_mb=memory.megabytes, device=str(accelerator.device), learning_curve=curve,
                         final_train_loss=last_epoch_loss(step_losses, log_every),
@@ -210,8 +206,8 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train_cfg, head_
 
 def _selection_score(model, selection, task, accelerator, log, step) -> float:
     scores, _ = evaluate(model, selection, task, accelerator, suffixed=False)
-    main = task_metrics.main_score(task, scores)
-    logger.info("step %d: selection %s %.4f", step, task["main_metric"], main)
+    main = task.main_score(scores)
+    logger.info("step %d: selection %s %.4f", step, task.main_metric, main)
     if log:
         log({f"selection/{k}": v for k, v in scores.items()}, step)
     return main
