@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(not (GLUE_DIR / "MRPC").is_dir(), reason=f"no MRPC folder under {GLUE_DIR}")
-@pytest.mark.parametrize("batching", [[], ["--pad-to-max-length"]])
+@pytest.mark.parametrize("batching", [[], ["--pad-to-max-length"], ["--bf16"]])
 def test_the_trainer_reference_trains_and_reports_its_scores(batching, tmp_path):
     out = tmp_path / "reference.json"
     done = subprocess.run([sys.executable, "benchmarks/hf_peft_reference.py", "--glue-dir", str(GLUE_DIR),
@@ -24,6 +24,7 @@ def test_the_trainer_reference_trains_and_reports_its_scores(batching, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["steps"] == 2 and result["eval_examples"] == 16
+    assert result["precision"] == ("bf16" if "--bf16" in batching else "fp32")
     assert 0 <= result["accuracy"] <= 1 and 0 <= result["f1"] <= 1
     assert result["trainable_params"] == 6 * 2 * 8 * (384 + 384) + (384 * 2 + 2)  # LoRA on query, value + head
 
@@ -289,11 +290,26 @@ def test_end_to_end_table_gives_mean_and_spread_over_the_seeds():
     found = {"ours": [run("ours", s, a, 100) for s, a in enumerate([0.80, 0.82, 0.84])],
              "hf_grouped": [run("hf_grouped", s, a, 200) for s, a in enumerate([0.79, 0.80, 0.81])]}
     text = end_to_end.table(found)
-    assert "| ours | 3 (0, 1, 2) | 0.002 | 100 ± 0 (100–100) | 1.00 |" in text
+    assert "| ours | fp32 | 3 (0, 1, 2) | 0.002 | 100 ± 0 (100–100) | 1.00 | – |" in text
     assert "82.00 ± 2.00 (80.00–84.00)" in text and "80.00 ± 1.00 (79.00–81.00)" in text
     assert "| 0.50 |" in text  # ours / hf_grouped mean wall time
     assert "seed by seed: +1.00, +2.00, +3.00 points (mean +2.00)" in text
     assert "Fewer than" not in text
+
+
+def test_end_to_end_table_sets_each_bf16_contender_beside_itself_in_fp32():
+    from benchmarks import end_to_end
+
+    def run(contender, seed, wall, precision):
+        return {"contender": contender, "seed": seed, "lr": 0.002, "command": "python x", "wall_seconds": wall,
+                "train_seconds": wall - 10, "steps": 345, "accuracy": 0.8, "f1": 0.8, "precision": precision}
+
+    found = {"ours": [run("ours", s, w, "fp32") for s, w in enumerate([100, 110])],
+             "ours_bf16": [run("ours_bf16", s, w, "bf16") for s, w in enumerate([60, 55])]}
+    text = end_to_end.table(found)
+    assert "| ours_bf16 | bf16 | 2 (0, 1) |" in text and "| ours | fp32 | 2 (0, 1) |" in text
+    assert "| 1.83 | 0.55 |" in text  # ours / this, bf16 / fp32 (mean wall: 105 / 57.5, 57.5 / 105)
+    assert "Wall time, ours_bf16 / ours, seed by seed: 0.60, 0.50 (mean 0.55)." in text
 
 
 def test_quick_mode_is_minilm_a_subset_of_variants_and_more_rounds():
@@ -323,7 +339,7 @@ def test_end_to_end_keeps_what_it_measured_and_refuses_to_mix_settings(tmp_path,
     end_to_end.main(common + ["--repeats", "2"])
     assert measured == [("ours", 0), ("ours", 1)]  # seed 0 kept, not rerun
     text = (tmp_path / "out" / "end_to_end.md").read_text()
-    assert "stopped after 3 steps" in text and "| ours | 2 (0, 1) |" in text
+    assert "stopped after 3 steps" in text and "| ours | fp32 | 2 (0, 1) |" in text
     assert "load average was above 0.5" in text and "ours seed 1" in text and "ours seed 0" not in text
     with pytest.raises(SystemExit):
         end_to_end.main(common[:-4] + ["--max-steps", "5", "--out", str(tmp_path / "out"), "--repeats", "1"])
