@@ -1,14 +1,18 @@
 """End to end: ``python run.py task=mrpc variant=lora`` against plain Hugging Face Trainer + PEFT scripts
-with the same model and hyperparameters (``hf_peft_reference.py``): wall time and dev scores, each
-contender run several times (seeds 0, 1, 2, ...), interleaved, at the learning rate of LoRA's recipe.
+with the same model and hyperparameters (``hf_peft_reference.py``), in fp32 and in bf16: wall time and
+dev scores, each contender run several times (seeds 0, 1, 2, ...), interleaved, at the learning rate of
+LoRA's recipe.
 
-    python benchmarks/end_to_end.py --glue-dir ../shared/glue                 # 3 x 3 runs (~90 min, 2 cores)
-    python benchmarks/end_to_end.py --glue-dir ../shared/glue --contenders ours,hf_grouped --repeats 4
+    python benchmarks/end_to_end.py --glue-dir ../shared/glue                 # 5 x 3 runs (~75 min, 2 cores)
+    python benchmarks/end_to_end.py --glue-dir ../shared/glue --contenders ours,ours_bf16 --repeats 3
     python benchmarks/end_to_end.py --glue-dir ../shared/glue --repeats 1 --max-steps 3 --out /tmp/e2e  # smoke
 
 Contenders (each run a fresh process, timed from the outside, one at a time):
-  * ``ours``: ``python run.py task=mrpc variant=lora seed=K`` (records go to a temporary results folder);
+  * ``ours``: ``python run.py task=mrpc variant=lora seed=K train.mixed_precision=no`` (fp32; records go
+    to a temporary results folder);
+  * ``ours_bf16``: the same with ``train.mixed_precision=bf16`` (autocast, frozen base weights in bf16);
   * ``hf_grouped``: the Trainer reference with per-batch padding and length-grouped batches, as ours;
+  * ``hf_grouped_bf16``: the same with the Trainer's ``--bf16`` (its autocast; the base stays fp32);
   * ``hf_padded``: the Trainer reference batched like transformers' run_glue.py example (every
     example padded to max_length, random batches).
 Repeat K runs every chosen contender once with seed K, in an order shuffled for that repeat, so that a
@@ -41,7 +45,11 @@ if str(ROOT) not in sys.path:
 from benchmarks import contenders as setups  # noqa: E402
 from benchmarks.harness import load_warning  # noqa: E402
 
-CONTENDERS = ("ours", "hf_grouped", "hf_padded")
+CONTENDERS = ("ours", "ours_bf16", "hf_grouped", "hf_grouped_bf16", "hf_padded")
+#: the contenders that are our runner (the others are the Trainer reference)
+OURS = ("ours", "ours_bf16")
+#: each bf16 contender and the same contender in fp32, for the bf16 / fp32 column
+IN_FP32 = {"ours_bf16": "ours", "hf_grouped_bf16": "hf_grouped"}
 REFERENCE = ["benchmarks/hf_peft_reference.py"]
 #: the variant both sides train; its recipe gives the learning rate
 VARIANT = "lora"
@@ -51,8 +59,10 @@ SETTINGS = ("lr", "max_steps", "max_train_samples", "max_eval_samples")
 
 
 def command_for(contender: str, seed: int, args, scratch: Path) -> list[str]:
-    if contender == "ours":
+    if contender in OURS:
+        precision = "bf16" if contender == "ours_bf16" else "no"
         command = ["run.py", "task=mrpc", f"variant={VARIANT}", f"seed={seed}", f"train.lr={args.lr}",
+                   f"train.mixed_precision={precision}",
                    f"data.glue_dir={args.glue_dir}", f"results.dir={scratch}", f"hydra.run.dir={scratch}/hydra",
                    "results.skip_existing=false"]
         limits = {"train.max_steps": args.max_steps, "data.max_train_samples": args.max_train_samples,
@@ -62,20 +72,22 @@ def command_for(contender: str, seed: int, args, scratch: Path) -> list[str]:
                "--out", str(scratch / "reference.json")]
     if contender == "hf_padded":
         command.append("--pad-to-max-length")
+    if contender == "hf_grouped_bf16":
+        command.append("--bf16")
     limits = {"--max-steps": args.max_steps, "--max-train-samples": args.max_train_samples,
               "--max-eval-samples": args.max_eval_samples}
     return command + [part for key, value in limits.items() if value for part in (key, str(value))]
 
 
 def scores_of(contender: str, scratch: Path) -> dict:
-    if contender == "ours":
+    if contender in OURS:
         record = json.loads(next((scratch / "runs").glob("*.json")).read_text())
         if record["status"] != "ok":
             raise RuntimeError(f"our run failed: {record['error']}")
         return {"accuracy": record["metrics"]["accuracy"], "f1": record["metrics"]["f1"],
-                "steps": record["steps"], "train_seconds": record["train_seconds"]}
+                "steps": record["steps"], "train_seconds": record["train_seconds"], "precision": record["precision"]}
     reference = json.loads((scratch / "reference.json").read_text())
-    return {key: reference[key] for key in ("accuracy", "f1", "steps", "train_seconds")}
+    return {key: reference[key] for key in ("accuracy", "f1", "steps", "train_seconds", "precision")}
 
 
 def measure(contender: str, seed: int, args) -> dict:
@@ -124,16 +136,23 @@ def read_results(out: Path) -> dict[str, list[dict]]:
     return found
 
 
+def mean_wall(runs: list[dict] | None) -> float | None:
+    return statistics.mean(r["wall_seconds"] for r in runs) if runs else None
+
+
 def table(found: dict[str, list[dict]]) -> str:
-    lines = ["| contender | runs (seeds) | lr | wall s | ours / this (mean wall) | train s | steps | "
-             "dev accuracy | dev F1 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| contender | precision | runs (seeds) | lr | wall s | ours / this (mean wall) | bf16 / fp32 (mean wall) "
+             "| train s | steps | dev accuracy | dev F1 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ours = found.get("ours")
     for name, runs in found.items():
-        wall = statistics.mean(r["wall_seconds"] for r in runs)
-        ratio = f"{statistics.mean(r['wall_seconds'] for r in ours) / wall:.2f}" if ours else "n/a"
+        wall = mean_wall(runs)
+        ratio = f"{mean_wall(ours) / wall:.2f}" if ours else "n/a"
+        fp32 = mean_wall(found.get(IN_FP32.get(name)))
         lrs = sorted({f"{r.get('lr', '?')}" for r in runs})
-        lines.append(f"| {name} | {len(runs)} ({', '.join(str(r['seed']) for r in runs)}) | {', '.join(lrs)} | "
-                     f"{spread([r['wall_seconds'] for r in runs], digits=0)} | {ratio} | "
+        precisions = "/".join(sorted({r.get("precision", "fp32") for r in runs}))  # fp32 before precisions were noted
+        lines.append(f"| {name} | {precisions} | {len(runs)} ({', '.join(str(r['seed']) for r in runs)}) | "
+                     f"{', '.join(lrs)} | {spread([r['wall_seconds'] for r in runs], digits=0)} | {ratio} | "
+                     f"{f'{wall / fp32:.2f}' if fp32 else '–'} | "
                      f"{spread([r['train_seconds'] for r in runs], digits=0)} | "
                      f"{'/'.join(sorted({str(r['steps']) for r in runs}))} | "
                      f"{spread([r['accuracy'] for r in runs], 100)} | {spread([r['f1'] for r in runs], 100)} |")
@@ -147,6 +166,12 @@ def table(found: dict[str, list[dict]]) -> str:
             if paired:
                 notes.append(f"Accuracy, ours − {name}, seed by seed: {', '.join(f'{d:+.2f}' for d in paired)} "
                              f"points (mean {statistics.mean(paired):+.2f}).")
+    for name, reference in IN_FP32.items():
+        fp32_wall = {r["seed"]: r["wall_seconds"] for r in found.get(reference, [])}
+        paired = [r["wall_seconds"] / fp32_wall[r["seed"]] for r in found.get(name, []) if r["seed"] in fp32_wall]
+        if paired:
+            notes.append(f"Wall time, {name} / {reference}, seed by seed: {', '.join(f'{x:.2f}' for x in paired)} "
+                         f"(mean {statistics.mean(paired):.2f}).")
     loads = [r for runs in found.values() for r in runs if r.get("load_warning")]
     noisy = ("measured while the 1-minute load average was above 0.5 at the start of their launch, so their "
              "timings carry other jobs' noise: " + ", ".join(f"{r['contender']} seed {r['seed']}" for r in loads)
@@ -157,7 +182,9 @@ def table(found: dict[str, list[dict]]) -> str:
     length = "3 epochs" if limits == [None] else "stopped after " + "/".join(f"{n}" for n in limits) + " steps"
     return (f"# End to end: MRPC, LoRA r=8 on query,value, {length}\n\nMade by `python benchmarks/end_to_end.py` "
             "(each run a fresh process timed from the outside, one at a time; every contender once per seed, "
-            "in a shuffled order per seed). Values: mean ± standard deviation (min–max) over the seeds.\n\n"
+            "in a shuffled order per seed). Values: mean ± standard deviation (min–max) over the seeds. bf16: "
+            "ours with train.mixed_precision=bf16 (autocast, frozen base weights in bf16), the Trainer with "
+            "--bf16 (its autocast, base weights in fp32).\n\n"
             + (f"**{noisy}**\n\n" if noisy else "") + "\n".join(lines) + "\n\n" + "".join(n + "\n" for n in notes)
             + "\nTargets: ours ≤ 0.7 × the reference's wall time; dev accuracy and F1 within one point.\n\n"
             f"Commands (temporary folders shown as run):\n{commands}\n")

@@ -1,12 +1,16 @@
 """The timing harness of ``step_time.py``: every contender in its own worker process, timed
 round-robin in a shuffled order each round (one worker running at a time), a warm-up round thrown
-away, the tensor and resident-set peaks of a training step, and the load-average check.
+away, the tensor and resident-set peaks of a training step, the FLOPs a step runs and where its time
+goes by op, and the load-average check.
 
-It knows a contender only through ``contender.build(options, device)`` (the model), ``.mode``
-(train | infer) and ``.label``; what the contenders are is ``contenders.py``'s business.
+It knows a contender only through ``contender.build(options, device)`` (the model, or for a probe a
+callable), ``.mode`` (train | infer | probe), ``.precision`` (fp32 | bf16: bf16 runs the forward pass
+under autocast, as accelerate does for the runner) and ``.label``; what the contenders are is
+``contenders.py``'s business.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import multiprocessing as mp
@@ -87,6 +91,9 @@ class Runner:
         import torch
         self.contender, self.device = contender, torch.device(options["device"])
         self.model = contender.build(options, self.device)
+        self.trainable, self.storage = [], {}
+        if contender.mode == "probe":
+            return
         generator = torch.Generator().manual_seed(1)
         batch, length, vocab = options["batch_size"], options["seq_len"], self.model.config.vocab_size
         self.inputs = {"input_ids": torch.randint(0, vocab, (batch, length), generator=generator),
@@ -104,11 +111,22 @@ class Runner:
 
     def step(self) -> None:
         import torch
-        if self.contender.mode == "infer":
+        if self.contender.mode == "probe":
+            self.model()
+        elif self.contender.mode == "infer":
             with torch.inference_mode():
                 self.model(**self.inputs)
-            return
-        loss = self.model(**self.inputs, labels=self.labels).loss
+        else:
+            self.update(self.forward())
+
+    def forward(self):
+        """The training loss; in bf16 under autocast, which (as accelerate's wrapper in the runner)
+        covers the forward pass only: the backward pass runs each op in the dtype its forward ran in."""
+        import torch
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.contender.precision == "bf16"):
+            return self.model(**self.inputs, labels=self.labels).loss
+
+    def update(self, loss) -> None:
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -154,19 +172,27 @@ def live_tensor_bytes(runner) -> int:
     return sum(storages.values())
 
 
-def step_allocation_peak(runner) -> int | None:
-    """The highest running total of bytes allocated minus bytes freed on the CPU during one step,
-    from torch.profiler's memory records; None where this torch does not expose them."""
+@contextlib.contextmanager
+def cpu_profiler(**options):
+    """torch.profiler (CPU activity) over the block, with its C++ side's start and stop lines kept off
+    stderr."""
     from torch.profiler import ProfilerActivity, profile
     saved_stderr = os.dup(2)
-    try:  # the profiler's C++ side logs its start and stop on stderr
+    try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-            runner.step()
+        with profile(activities=[ProfilerActivity.CPU], **options) as profiler:
+            yield profiler
     finally:
         os.dup2(saved_stderr, 2)
         os.close(saved_stderr)
+
+
+def step_allocation_peak(runner) -> int | None:
+    """The highest running total of bytes allocated minus bytes freed on the CPU during one step,
+    from torch.profiler's memory records; None where this torch does not expose them."""
+    with cpu_profiler(profile_memory=True) as profiler:
+        runner.step()
     results = getattr(profiler.profiler, "kineto_results", None)
     if results is None:
         return None
@@ -177,6 +203,86 @@ def step_allocation_peak(runner) -> int | None:
         total += record.nbytes()
         peak = max(peak, total)
     return peak
+
+
+def extra_flop_formulas() -> dict:
+    """FLOP formulas for the ops torch.utils.flop_counter does not count (torch 2.13): the CPU's fused
+    attention kernels, which take the arguments of the CUDA flash kernels and get torch's formulas
+    for those (forward: Q K^T and P V; backward: the scores again and the four gradient products), and
+    bitsandbytes' 4-bit GEMM (PEFT's QLoRA forward pass: A by the (out, in) weight ``shape_b``),
+    where bitsandbytes is loaded. Each formula gets the shapes of the op's arguments."""
+    import math
+    import torch
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+    aten = torch.ops.aten
+
+    def attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    def attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    def gemm_4bit(a_shape, b_shape, shape_b, *args, out_shape=None, **kwargs) -> int:
+        return 2 * math.prod(a_shape[:-1]) * shape_b[0] * shape_b[1]
+
+    formulas = {aten._scaled_dot_product_flash_attention_for_cpu: attention,
+                aten._scaled_dot_product_flash_attention_for_cpu_backward: attention_backward}
+    try:
+        formulas[torch.ops.bitsandbytes.gemm_4bit] = gemm_4bit
+    except (AttributeError, RuntimeError):  # bitsandbytes not loaded
+        pass
+    return formulas
+
+
+def count_flops(forward, backward=None) -> tuple[int, int]:
+    """The FLOPs of the matrix products and attention that torch runs in ``forward()``, and in
+    ``forward()`` then ``backward(its result)``: counted op by op as executed (torch.utils.flop_counter:
+    2 per multiply-add of mm, addmm, bmm, baddbmm, attention, convolution), so a frozen layer's backward
+    adds its input gradient only and a trained one its weight gradient too."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False, custom_mapping=extra_flop_formulas()) as counter:
+        result = forward()
+        forward_flops = counter.get_total_flops()
+        if backward is not None:
+            backward(result)
+        return forward_flops, counter.get_total_flops()
+
+
+def under_optimizer(event) -> bool:
+    """Whether a profiler event ran inside the optimizer's step or zero_grad (torch names those
+    regions ``Optimizer.step#AdamW.step`` and ``Optimizer.zero_grad#AdamW.zero_grad``)."""
+    while event is not None:
+        if event.name.startswith("Optimizer."):
+            return True
+        event = event.cpu_parent
+    return False
+
+
+def op_self_seconds(runner) -> dict:
+    """One step under torch.profiler: its wall time, the optimizer's share (everything under its step
+    and zero_grad) and every other op's self time (its own, not its children's), summed by op name."""
+    with cpu_profiler() as profiler:
+        started = time.perf_counter()
+        runner.step()
+        wall = time.perf_counter() - started
+    ops, optimizer = {}, 0.0
+    for event in profiler.events():
+        seconds = event.self_cpu_time_total / 1e6
+        if under_optimizer(event):
+            optimizer += seconds
+        else:
+            ops[event.name] = ops.get(event.name, 0.0) + seconds
+    return {"wall_seconds": wall, "optimizer_seconds": optimizer, "op_seconds": ops}
+
+
+def analyse_step(runner) -> dict:
+    """The FLOPs of one step (counted), then, for a training step on the CPU, one profiled step."""
+    if runner.contender.mode == "train":
+        forward_flops, step_flops = count_flops(runner.forward, runner.update)
+    else:
+        forward_flops, step_flops = count_flops(runner.step)
+    profiled = op_self_seconds(runner) if runner.contender.mode == "train" and runner.device.type == "cpu" else None
+    return {"forward_flops": forward_flops, "step_flops": step_flops, "profile": profiled}
 
 
 def tensor_peak_bytes(runner) -> int | None:
@@ -259,6 +365,11 @@ def worker(connection, contenders: list, options: dict) -> None:
                 if trimmed:
                     trim_heap()
                 connection.send(("time", seconds))
+            elif command[0] == "analyse":
+                analysis = analyse_step(runners[command[1]])
+                trimmed = True  # as after a turn: the other workers' analyses come next
+                trim_heap()
+                connection.send(("analysis", analysis))
             elif command[0] == "memory":
                 if 0 not in tensor_peak:
                     tensor_peak[0] = tensor_peak_bytes(runners[0])
@@ -309,18 +420,22 @@ class Measurement:
     peak_bytes: int | None = None      # tensor peak: what the targets use
     rss_bytes: int | None = None
     storage: dict = field(default_factory=dict)
-
+    forward_flops: int | None = None   # counted in one step (harness.count_flops)
+    step_flops: int | None = None
+    profile: dict | None = None        # harness.op_self_seconds of one step (training contenders, CPU)
 
 
 def measure(contenders: list, options: dict, log, name: str = "") -> list[Measurement]:
     """Time ``contenders`` round-robin: ``options["warmup"]`` untimed rounds, then ``options["repeats"]``
     timed rounds of ``options["steps"]`` steps each; training contenders get a worker each, the
-    inference ones share one. Returns one Measurement per contender, in their order."""
+    inference ones and the probes share one. Then, one worker at a time, the memory peaks and, for
+    the training contenders and the probes, the FLOPs of a step and one profiled step. Returns one
+    Measurement per contender, in their order."""
     train = [c for c in contenders if c.mode == "train"]
-    infer = [c for c in contenders if c.mode == "infer"]
+    shared = [c for c in contenders if c.mode != "train"]
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
-    groups = [[c] for c in train] + ([infer] if infer else [])
+    groups = [[c] for c in train] + ([shared] if shared else [])
     prefix = f"[{name}] " if name else ""
     log(f"{prefix}building {len(contenders)} contenders in {len(groups)} worker processes")
     started = time.perf_counter()
@@ -354,6 +469,13 @@ def measure(contenders: list, options: dict, log, name: str = "") -> list[Measur
                 measurements[w.contenders[0]].rss_bytes = memory["rss_peak_bytes"]
                 if not memory["peak_reset"]:
                     log("note: /proc/self/clear_refs unavailable: RSS peaks include the model load")
+        log(f"{prefix}counting the FLOPs of a step and profiling one, contender by contender")
+        for w in workers:
+            for i, contender in enumerate(w.contenders):
+                if contender.mode != "infer":
+                    analysis, m = w.ask("analyse", i), measurements[contender]
+                    m.forward_flops, m.step_flops, m.profile = (analysis["forward_flops"], analysis["step_flops"],
+                                                                analysis["profile"])
     finally:
         for w in workers:
             w.stop()
@@ -362,6 +484,9 @@ def measure(contenders: list, options: dict, log, name: str = "") -> list[Measur
 
 def estimate_seconds(contenders: list, options: dict, step_seconds, build_seconds: float = 60.0) -> float:
     """How long ``measure`` takes, given ``step_seconds(contender)``: every round runs each contender's
-    ``steps`` steps, plus one untimed step for a training contender that gave its memory back."""
+    ``steps`` steps, plus one untimed step for a training contender that gave its memory back; at the
+    end a training contender's FLOP-counted and profiled steps (about 3 steps' time with their
+    overheads) and a probe's FLOP count."""
     per_round = sum(step_seconds(c) * (options["steps"] + (c.mode == "train")) for c in contenders)
-    return build_seconds + per_round * (options["warmup"] + options["repeats"])
+    analysis = sum(step_seconds(c) * {"train": 3, "probe": 1}.get(c.mode, 0) for c in contenders)
+    return build_seconds + per_round * (options["warmup"] + options["repeats"]) + analysis

@@ -9,7 +9,8 @@ Defaults follow conf/config.yaml and conf/variant/lora.yaml: all-MiniLM-L6-v2, 3
 max_length 128, LoRA r=8, alpha=16, dropout 0 on query and value, the classifier head trained at
 the same learning rate, seed 0. Batches are padded per batch and grouped by length, as the
 framework's loader does; ``--pad-to-max-length`` gives the batching of transformers' run_glue.py
-example instead (every example padded to max_length, plain random batches). Prints one JSON object
+example instead (every example padded to max_length, plain random batches); ``--bf16`` the Trainer's
+bf16 mixed precision (autocast; the weights stay fp32). Prints one JSON object
 (dev accuracy and F1, train and total wall time) and writes it to ``--out`` when given.
 """
 from __future__ import annotations
@@ -90,6 +91,8 @@ def parse_args(argv=None):
                         help="pad every example to --max-length and draw plain random batches, as transformers' "
                              "examples/pytorch/text-classification/run_glue.py does by default")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    parser.add_argument("--bf16", action="store_true",
+                        help="the Trainer's bf16 mixed precision (autocast; the weights stay fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
@@ -154,7 +157,9 @@ def main(argv=None) -> dict:
             train_sampling_strategy=("random" if args.no_group_by_length or args.pad_to_max_length
                                      else "group_by_length"),
             eval_strategy="no", save_strategy="no", logging_steps=20, report_to="none",
-            use_cpu=args.cpu, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+            # the Trainer refuses bf16 without a GPU unless told use_cpu
+            use_cpu=args.cpu or (args.bf16 and not torch.cuda.is_available()), bf16=args.bf16,
+            dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
             disable_tqdm=not sys.stderr.isatty())
         trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=dev_set,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
@@ -165,6 +170,7 @@ def main(argv=None) -> dict:
 
     result = {
         "task": "mrpc", "variant": "lora", "implementation": "transformers Trainer + peft",
+        "precision": "bf16" if args.bf16 else "fp32",
         "accuracy": scores["eval_accuracy"], "f1": scores["eval_f1"], "eval_loss": scores["eval_loss"],
         "train_seconds": train_output.metrics["train_runtime"], "steps": train_output.global_step,
         "seconds_per_step": train_output.metrics["train_runtime"] / max(train_output.global_step, 1),

@@ -1,9 +1,12 @@
 """Training step time and peak memory of our variants against PEFT's, the frozen floor and full
-fine-tuning; merged inference against the base model; a quantized variant's storage. Every ratio has
-a 95 % bootstrap interval, and A/A rows (one contender timed twice) show the machine's noise.
+fine-tuning, in fp32 and bf16; each step's counted FLOPs against the machine's measured multiply rate
+(share of peak) and where its time goes by kind of op; merged inference against the base model; a
+quantized variant's storage. Every ratio has a 95 % bootstrap interval, and A/A rows (one contender
+timed twice) show the machine's noise.
 
-    python benchmarks/step_time.py                  # the full benchmark (about 45 minutes, 2 quiet cores)
-    python benchmarks/step_time.py --quick          # MiniLM, lora/dora/vera, 12 rounds (about 15 minutes)
+    python benchmarks/step_time.py                  # the full benchmark (about 85 minutes, 2 quiet cores)
+    python benchmarks/step_time.py --quick          # MiniLM, lora/dora/vera, 12 rounds (about 25 minutes)
+    python benchmarks/step_time.py --quick --precisions fp32   # as before the precision axis (about 15 minutes)
     python benchmarks/step_time.py --smoke          # tiny sizes, 1 round: checks that it runs (seconds)
     python benchmarks/step_time.py --variants lora,dora --settings wide --repeats 8
 
@@ -47,11 +50,34 @@ How it measures:
     requires grad so the backward pass still runs through every layer (only the head is trained);
   * merged inference (forward only, eval, inference_mode) of each variant, merged with variants.merge,
     against the plain model; these contenders share one worker (their memory is not the question).
+  * precisions (``--precisions``, default fp32,bf16): every training contender is built and timed in
+    each, all in the same rounds, so bf16/fp32 of one contender is a per-round ratio too. bf16 is how
+    ``train.mixed_precision=bf16`` trains: autocast(bf16) around the forward pass (accelerate's wrapper
+    in the runner covers the forward pass only; backward ops run in their forward op's dtype) and the
+    frozen linear weights stored in bf16 before the adapters are made (ours: ``variants.apply(...,
+    base_dtype="bfloat16")``; PEFT's: the same cast of its frozen nn.Linear weights and biases after
+    ``get_peft_model``; PEFT's QLoRA computes in bf16); adapters, head and optimizer state stay fp32.
+    The A/A rows, the variant table and the targets are per precision. Inference stays fp32.
+  * share of peak: the FLOPs of one step are counted (torch.utils.flop_counter over a real step of the
+    contender's model, after the timed rounds: mm, addmm, bmm, baddbmm, attention, convolution, as
+    executed, so the backward through a frozen layer adds its input gradient only and a trained
+    weight its weight gradient; elementwise ops, norms, softmax and the optimizer count 0). Per
+    precision a probe contender, timed in the rounds like the others, runs for each distinct linear
+    shape of the model the three GEMMs of training (forward, input gradient, weight gradient) at
+    batch × seq_len tokens, alone; its counted FLOPs over its time is the multiply rate. Share of
+    peak = (step FLOPs / step time) / that rate, per round, with the bootstrap interval;
+  * where the time goes: one more step of each training contender runs under torch.profiler; each
+    op's self time is grouped by kind (matmul, casts & copies, layer norm, attention & softmax,
+    elementwise & other ops, the optimizer: everything under its step and zero_grad, autograd &
+    Python: the autograd engine's own time and the time outside every op), shown as shares of the
+    step, with the three largest ops outside the matmuls.
   * the 1-minute load average is checked at start: above 0.5 a warning goes into the output and the
     markdown (other jobs share the cores; do not read the numbers as the machine's).
 
-Results: a table printed and written to ``<out>/step_time.md`` (with the command line and the machine)
-and ``<out>/step_time.csv`` (one row per contender, with its per-round times and every ratio's interval).
+Results: tables printed and written to ``<out>/step_time.md`` (with the command line and the machine;
+per setting one section per precision and one of each precision against fp32) and
+``<out>/step_time.csv`` (one row per contender and precision, with its per-round times, every ratio's
+interval, its counted GFLOP, share of peak and time shares by kind of op).
 """
 from __future__ import annotations
 
@@ -112,7 +138,8 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help=f"MiniLM only, {','.join(QUICK_VARIANTS)}, 12 rounds of 1 step (~15 min on 2 quiet cores)")
+                      help=f"MiniLM only, {','.join(QUICK_VARIANTS)}, 12 rounds of 1 step (~25 min on 2 quiet cores in "
+                           "both precisions)")
     size.add_argument("--smoke", action="store_true",
                       help="checks that it runs: the wide stack at tiny sizes, 1 round (numbers meaningless)")
     parser.add_argument("--variants", default=None,
@@ -123,6 +150,10 @@ def parse_args(argv=None):
     parser.add_argument("--settings", default=None,
                         help="minilm (the packaged all-MiniLM-L6-v2) and/or wide (random BERT stack); "
                              "default both (quick: minilm, smoke: wide)")
+    parser.add_argument("--precisions", default=",".join(contenders.PRECISIONS),
+                        help="the precisions every training contender is timed in: fp32 and/or bf16 (autocast "
+                             "around the forward pass, frozen base weights in bf16, as train.mixed_precision=bf16 "
+                             "trains); default both")
     parser.add_argument("--no-full", action="store_true", help="leave out full fine-tuning")
     parser.add_argument("--no-inference", action="store_true", help="leave out the merged-inference contenders")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 10; quick 12, smoke 1)")
@@ -152,8 +183,10 @@ def parse_args(argv=None):
         ["minilm"] if args.quick else ["wide"] if args.smoke else list(contenders.SETTINGS))
     aa_default = [AA_DEFAULT] if AA_DEFAULT in args.variants else args.variants[:1]
     args.aa = aa_default if args.aa is None else [] if args.aa == "none" else split(args.aa)
+    args.precisions = split(args.precisions)
     for value, choices, flag in ((args.variants, available, "--variants"),
                                  (args.settings, contenders.SETTINGS, "--settings"),
+                                 (args.precisions, tuple(contenders.PRECISIONS), "--precisions"),
                                  (args.aa, args.variants, "--aa")):
         bad = [v for v in value if v not in choices]
         if bad or (not value and flag != "--aa"):
@@ -166,6 +199,14 @@ def parse_args(argv=None):
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
     return args
+
+
+def bf16_support(device: str) -> str:
+    if device.startswith("cuda"):
+        return "bf16 on this GPU"
+    from experiments.config import precision
+    return ("this CPU has bf16 instructions" if precision.cpu_supports_bf16()
+            else "**this CPU has no bf16 instructions: oneDNN emulates bf16, slower than fp32**")
 
 
 def split(text: str) -> list[str]:
@@ -190,7 +231,8 @@ def main(argv=None) -> int:
                "wide_hidden": args.wide_hidden, "wide_layers": args.wide_layers,
                "repeats": args.repeats, "warmup": args.warmup, "steps": args.steps}
     plan = {setting: contenders.contenders_for(setting, recipes, aa=args.aa, full=not args.no_full,
-                                               inference=not args.no_inference) for setting in args.settings}
+                                               inference=not args.no_inference, precisions=args.precisions)
+            for setting in args.settings}
     estimate = sum(harness.estimate_seconds(chosen, options, lambda c: contenders.reference_step_seconds(c, options))
                    for chosen in plan.values())
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
@@ -208,6 +250,14 @@ def main(argv=None) -> int:
               "contender (after an untimed one where the worker gave its memory back), round-robin in a "
               "shuffled order; ratios are medians of per-round ratios, with 95 % bootstrap intervals over the "
               f"rounds; A/A (timed twice): {', '.join(args.aa) or 'none'} and the plain model",
+              f"- precisions: {', '.join(args.precisions)}" + (
+                  "; bf16 = autocast around the forward pass and the frozen base weights stored in bf16 (ours: "
+                  "variants.apply(..., base_dtype='bfloat16'); PEFT's: cast after get_peft_model), as "
+                  "train.mixed_precision=bf16 trains; adapters, head and optimizer state in fp32; "
+                  + bf16_support(args.device) if "bf16" in args.precisions else ""),
+              "- GFLOP/step: the FLOPs of the matrix products and attention of one step, counted op by op as "
+              "torch runs them (forward, the backward through frozen layers, the trained weights' gradients); "
+              "share of peak: its FLOPs per second against the multiply probe's (see the probe line per table)",
               "- peak MB: the peak of the bytes held by tensors during a training step (weights, optimizer "
               "state, activations, temporaries; CUDA: max_memory_allocated); RSS MB: the worker's peak "
               "resident set minus its resident set after the imports (see the script's docstring)",

@@ -362,6 +362,38 @@ def test_half_precision_base_model(name, token_ids):
     assert logits(model, token_ids).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("name", ["lora", "dora"])
+def test_under_autocast_a_bf16_input_skips_the_float32_round_trip_bit_for_bit(name):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class InputCasts(TorchDispatchMode):  # counts the casts of tensors as large as the input
+        def __init__(self, size):
+            super().__init__()
+            self.size, self.count = size, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func is torch.ops.aten._to_copy.default and args[0].numel() == self.size
+            return func(*args, **(kwargs or {}))
+
+    model = variants.apply(make_bert(), name, rank=4, alpha=8, target_modules=["dense"], base_dtype="bfloat16")
+    perturb(model)
+    layer = variants.adapter_layers(model)["bert.encoder.layer.0.intermediate.dense"]  # in != out features
+    x = torch.randn(3, 5, layer.in_features, generator=torch.Generator().manual_seed(0)).bfloat16()
+    results = []
+    for given in ("bf16", "cast to float32 first"):  # the second: the input the update used to cast to
+        layer.zero_grad()
+        leaf = x.clone().requires_grad_()
+        casts = InputCasts(x.numel())
+        with casts, torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(leaf if given == "bf16" else leaf.float())
+        out.float().square().sum().backward()
+        results.append((casts.count, out, leaf.grad, [p.grad for p in layer.parameters() if p.requires_grad]))
+    (casts, out, grad, grads), (_, out_cast, grad_cast, grads_cast) = results
+    assert casts == 0  # neither the update nor autocast casts the bf16 input
+    assert torch.equal(out, out_cast) and torch.equal(grad, grad_cast)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_cast))
+
+
 # -- save and load ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ADAPTERS + BASELINES)

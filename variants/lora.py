@@ -158,7 +158,9 @@ class LoRA(Adapter):
         return self.scaling(self.alpha, self.rank)
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.lora_A.dtype)
+        device = x.device.type
+        if not (torch.is_autocast_enabled(device) and x.dtype == torch.get_autocast_dtype(device)):
+            x = x.to(self.lora_A.dtype)  # under autocast an input in its dtype would be cast straight back
         return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale_value()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
