@@ -11,8 +11,8 @@ Command line: ``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat media
 ``python -m analysis report RESULTS_FOLDER --out report.html [--compare lora]`` writes one self-contained HTML report;
 ``python -m analysis claims CLAIMS.yaml`` tests published claims (``check_claims``, ``summarize_claims``).
 """
-from . import stats
-from .comparison import VERDICTS, collapse_table, compare, format_comparison, load_predictions, plot_differences
+from . import stats, verdicts
+from .comparison import FAILURES, VERDICTS, compare, failure_table, format_comparison, load_predictions, plot_differences
 from .plots import (NoDataError, pareto_front, plot_cost, plot_learning_curves, plot_metric_vs_alpha,
                     plot_metric_vs_params, plot_metric_vs_rank, save_figure)
 from .published_claims import check_claims, summarize_claims
@@ -20,8 +20,8 @@ from .report import build_report, write_report
 from .tables import (cost_table, default_grouping, load_results, ok_runs, ordered_tasks,
                      ordered_variants, summarize, to_markdown, variant_task_table)
 
-__all__ = ["NoDataError", "VERDICTS", "build_report", "check_claims", "collapse_table", "compare", "cost_table", "default_grouping",
+__all__ = ["FAILURES", "NoDataError", "VERDICTS", "build_report", "check_claims", "compare", "cost_table", "default_grouping", "failure_table",
            "format_comparison", "load_predictions", "load_results", "ok_runs", "ordered_tasks", "ordered_variants",
            "pareto_front", "plot_cost", "plot_differences", "plot_learning_curves", "plot_metric_vs_alpha",
            "plot_metric_vs_params", "plot_metric_vs_rank", "save_figure", "stats", "summarize", "summarize_claims", "to_markdown",
-           "variant_task_table", "write_report"]
+           "variant_task_table", "verdicts", "write_report"]

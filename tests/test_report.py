@@ -75,11 +75,18 @@ def test_the_comparison_is_analysis_compare_s_table_when_given(page, tmp_path):
     assert "Paired comparison" not in page
     write_fake_records(tmp_path, study="glue_small", with_predictions=True)
     df = analysis.load_results(tmp_path)
-    differences = analysis.compare(df, analysis.load_predictions(df), reference="lora", n_boot=200)
+    differences = analysis.compare(df, analysis.load_predictions(df), reference="lora")
     with_comparison = analysis.build_report(df, comparison=differences)
     table = with_comparison[with_comparison.index('<table id="comparison"'):]
     table = table[:table.index("</table>")]
     assert "Paired comparison against lora" in with_comparison and "95 % confidence interval" in with_comparison
+    assert "target of inference: new examples; one family of" in with_comparison  # says which it used
+    for failure in ("did not fit", "did not generalise"):  # each its own table, from failure_table
+        counts = analysis.failure_table(df, analysis.load_predictions(df), failure)
+        shown = with_comparison[with_comparison.index(f'<table id="failures-{failure.replace(" ", "-")}"'):]
+        assert shown[:shown.index("</table>")].count("<tr") == len(counts) + 1
+    body = with_comparison[with_comparison.index("<body>"):].replace(analysis.report._plotly_js(), "")
+    assert "collapse" not in body.lower()  # two endpoints, named as such
     assert table.count("<tr data-task=") == len(differences)
     shown = analysis.format_comparison(differences)
     for cell in (shown["Δ ×100 [95 % CI]"].iloc[0], shown["verdict"].iloc[-1], "head"):
