@@ -10,7 +10,8 @@ forest plot.
 self-contained HTML report (see analysis/report.py) instead.
 
 ``python -m analysis claims CLAIMS.yaml`` tests the published claims a claims file lists against the
-records it names (see analysis/published_claims.py): one verdict per claim, then the per-task rows.
+records it names (see analysis/published_claims.py): one verdict per claim, then the per-task rows;
+``python -m analysis claims register CLAIMS.yaml`` registers the file (analysis/registration.py).
 
 ``--target`` chooses the target of inference of every interval: ``new-examples`` (default; seeds and
 dev examples vary) or ``this-dev-set`` (the dev examples fixed, only seeds vary).
@@ -252,9 +253,13 @@ def report_main(argv) -> int:
 
 
 def claims_main(argv) -> int:
+    if argv[:1] == ["register"]:
+        return register_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m analysis claims",
                                      description="Test the published claims a claims file lists: "
-                                                 "confirmed, refuted or not resolved at this power.")
+                                                 "confirmed, refuted or not resolved at this power. "
+                                                 "'python -m analysis claims register CLAIMS.yaml' registers "
+                                                 "the file first.")
     parser.add_argument("claims", help="the claims file (YAML; see analysis/published_claims.py)")
     add_target_argument(parser)
     arguments = parser.parse_args(argv)
@@ -275,6 +280,27 @@ def claims_main(argv) -> int:
     if scores is not None:
         say("\n## Next to published dev scores of other checkpoints (×100; theirs as published)\n")
         say(tables.to_markdown(scores))
+    return 0
+
+
+def register_main(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis claims register",
+                                     description="Register a claims file: record its sha256, the time and its "
+                                                 "claims in each results folder it names (commit that file).")
+    parser.add_argument("claims", help="the claims file (YAML; see analysis/published_claims.py)")
+    arguments = parser.parse_args(argv)
+    from . import registration
+
+    try:
+        done = registration.register(arguments.claims)
+    except (FileNotFoundError, ValueError) as error:
+        say(f"error: {error}", file=sys.stderr)
+        return 2
+    for file, what in done:
+        existing = tables.load_results(file.parent) if file.parent.is_dir() else None
+        runs = 0 if existing is None or existing.empty else len(tables.ok_runs(existing))
+        say(f"{file}: {what}; the folder holds {runs} successful run(s) already"
+            + (" (registered after the fact for those)" if runs else ""))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Published claims, tested on a study's records: "confirmed", "refuted" or "not resolved at this power".
 
     python -m analysis claims results/second_edition/published_claims.yaml [--target this-dev-set]
+    python -m analysis claims register results/second_edition/published_claims.yaml
 
 The claims file (YAML) names each claim, its source, which results folder tests it (relative to the
 file), the two configurations it compares and how::
@@ -37,6 +38,11 @@ statement of the family holds its family-wise error at 5 %, so these claim verdi
 ``detectable`` is the largest over its tasks of the smallest true difference its family interval would
 find with 80 % power.
 
+Registration (``analysis.registration``): ``claims register`` records the file's sha256, the time and
+its claims in each results folder it names; from then on the claims command says for each claim
+whether it is registered, how many of the runs it uses were made before that (all of them: registered
+after the fact), and whether the file changed since (claims added, tests edited, claims removed).
+
 The claims file may also list published dev scores of other checkpoints, to judge the recipe by its
 baseline (``published_scores_table``)::
 
@@ -57,7 +63,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import stats, verdicts
+from . import registration, stats, verdicts
 from .comparison import compare, format_p_value, grouping_columns, load_predictions, rows_matching
 from .plots import config_label
 from .tables import default_grouping, format_number, load_results, ok_runs, ordered_tasks
@@ -114,8 +120,9 @@ def check_claims(path: str | os.PathLike, target: str = "new-examples") -> pd.Da
     ``n_seeds``, ``difference``, ``ci_low``, ``ci_high`` (95 %, for reading), ``family_size``,
     ``family_level``, ``family_low``, ``family_high`` (the interval the verdict reads), ``p_value``
     (two-sided, no difference), ``p_adjusted`` (Bonferroni over the family), ``detectable``,
-    ``params_ratio`` (median trainable parameters of the reference over the variant's), ``verdict`` and
-    ``note``."""
+    ``params_ratio`` (median trainable parameters of the reference over the variant's), ``verdict``,
+    ``note``, and the claim's registration (``registration.claim_status``): ``registered``,
+    ``runs_used``, ``runs_before_registration``, ``since_registration``."""
     target = stats.target_of(target)
     claims, base = load_claims(path)
     loaded, families, rows = {}, {}, []
@@ -126,10 +133,14 @@ def check_claims(path: str | os.PathLike, target: str = "new-examples") -> pd.Da
             loaded[folder] = (df, load_predictions(df) if not ok_runs(df).empty else None)
         df, predictions = loaded[folder]
         if predictions is None:  # a stage not run yet (or a misspelt folder: the note names it)
-            rows.append({**_row(claim), "verdict": "not tested", "note": f"no successful records under {folder}"})
-            continue
-        runs = ok_runs(df)
-        rows += _claim_rows(claim, _family(claim, claims, base, runs, predictions, target, families), runs)
+            claim_rows = [{**_row(claim), "verdict": "not tested", "note": f"no successful records under {folder}"}]
+            runs = pd.DataFrame({"task": [], "timestamp": []})
+        else:
+            runs = ok_runs(df)
+            family = _family(claim, claims, base, runs, predictions, target, families)
+            claim_rows = _claim_rows(claim, family, runs)
+        status = registration.claim_status(path, claim, _runs_used(claim, runs, claim_rows))
+        rows += [{**row, **status} for row in claim_rows]
     table = pd.DataFrame(rows)
     table.attrs["target"] = target
     return table
@@ -185,6 +196,15 @@ def _claim_rows(claim, family, runs) -> list[dict]:
     return rows
 
 
+def _runs_used(claim, runs, claim_rows) -> pd.DataFrame:
+    """The ok runs a claim's verdicts rest on: its two configurations' runs on the tasks it was tested on."""
+    tested = {row["task"] for row in claim_rows if row["verdict"] != "not tested"}
+    if runs.empty or not tested:
+        return runs.iloc[:0]
+    mask = (_matches(runs, claim["variant"]) | _matches(runs, claim["reference"])) & runs["task"].isin(tested)
+    return runs[mask]
+
+
 def _row(claim) -> dict:
     """A claims-table row with the claim's own columns filled and its numbers missing."""
     spec = claim["variant"]
@@ -198,7 +218,8 @@ def _row(claim) -> dict:
 
 
 def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: its overall verdict, how its tasks went, and the largest detectable difference."""
+    """One row per claim: its overall verdict, how its tasks went, the largest detectable difference,
+    and its registration (when the table holds it)."""
     rows = []
     for claim, rows_of_claim in table.groupby("claim", sort=False):
         verdicts_ = rows_of_claim["verdict"]
@@ -222,6 +243,10 @@ def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
                "verdict": overall, "tasks": counts, "refuted on": ", ".join(refuted) or "–",
                "detectable (80 % power)": format_number(rows_of_claim["detectable"].max(), 1),
                "params ratio": format_number(rows_of_claim["params_ratio"].median(), 1)}
+        if "registered" in first:
+            row.update({"registered": first["registered"],
+                        "runs made before registration": first["runs_before_registration"],
+                        "since registration": first["since_registration"]})
         rows.append(row)
     return pd.DataFrame(rows)
 
