@@ -13,6 +13,9 @@ self-contained HTML report (see analysis/report.py) instead.
 records it names (see analysis/published_claims.py): one verdict per claim, then the per-task rows;
 ``python -m analysis claims register CLAIMS.yaml`` registers the file (analysis/registration.py).
 
+``python -m analysis plan RESULTS_FOLDER --compare VARIANT --margin M`` says what a study can resolve
+(analysis/planning.py).
+
 ``--target`` chooses the target of inference of every interval: ``new-examples`` (default; seeds and
 dev examples vary) or ``this-dev-set`` (the dev examples fixed, only seeds vary).
 """
@@ -105,6 +108,8 @@ def main(argv=None) -> int:
         return report_main(argv[1:])
     if argv[:1] == ["claims"]:
         return claims_main(argv[1:])
+    if argv[:1] == ["plan"]:
+        return plan_main(argv[1:])
     arguments = parse_arguments(argv)
     try:
         return run(arguments)
@@ -301,6 +306,44 @@ def register_main(argv) -> int:
         runs = 0 if existing is None or existing.empty else len(tables.ok_runs(existing))
         say(f"{file}: {what}; the folder holds {runs} successful run(s) already"
             + (" (registered after the fact for those)" if runs else ""))
+    return 0
+
+
+def plan_main(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis plan",
+                                     description="What a study can resolve: from the runs in a folder (a pilot "
+                                                 "or a finished study), per task and configuration, the variance "
+                                                 "components and the seeds (or evaluation examples) needed.")
+    parser.add_argument("results", help="the results folder (its records and prediction sidecars)")
+    parser.add_argument("--compare", metavar="VARIANT", required=True, help="the reference variant (e.g. lora)")
+    parser.add_argument("--margin", type=positive(float), default=1.5,
+                        help="equivalence margin in points ×100 (default: 1.5)")
+    parser.add_argument("--difference", type=positive(float), default=None,
+                        help="the true difference to detect, in points ×100 (default: the margin)")
+    parser.add_argument("--split", default="validation", choices=list(comparison.RECORDED_SCORE),
+                        help="the split the comparisons score (default: validation)")
+    parser.add_argument("--family-size", type=positive(int), default=None,
+                        help="plan for a table of this many comparisons (default: the folder's own table)")
+    add_target_argument(parser)
+    arguments = parser.parse_args(argv)
+    from . import planning
+
+    try:
+        df = tables.load_results(arguments.results)
+        if df.empty:
+            raise ValueError(f"no result records (runs/*.json) found under {arguments.results}")
+        known = set(tables.ok_runs(df)["variant"])
+        if arguments.compare not in known:
+            raise ValueError(f"unknown --compare variant {arguments.compare!r}; the results hold "
+                             f"{tables.ordered_variants(tables.ok_runs(df)['variant'].dropna())}")
+        table = planning.plan(df, comparison.load_predictions(df), arguments.compare, margin=arguments.margin,
+                              difference=arguments.difference, split=arguments.split, target=arguments.target,
+                              family_size=arguments.family_size)
+    except (FileNotFoundError, ValueError) as error:
+        say(f"error: {error}", file=sys.stderr)
+        return 2
+    say(f"# What {arguments.results} can resolve against {arguments.compare} ({planning.plan_description(table)})\n")
+    say(tables.to_markdown(planning.format_plan(table)))
     return 0
 
 
