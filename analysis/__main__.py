@@ -1,8 +1,8 @@
 """``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora] [--target ...]``
 
-Prints the variant x task table, the runs that did not fit and did not generalise and the cost table
-as markdown, then writes every figure that the results can support (PNG + SVG) for each task to
-``--out`` (default: RESULTS_FOLDER/figures). With
+Prints the variant x task table, the runs that did not fit and did not generalise, the cost table and,
+for a tuning folder, the tuning sensitivity as markdown, then writes every figure that the results can
+support (PNG + SVG) for each task to ``--out`` (default: RESULTS_FOLDER/figures). With
 ``--compare VARIANT``, also the paired differences to that variant (analysis.compare) and their
 forest plot.
 
@@ -30,7 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no window; set before anything imports pyplot
 
-from . import comparison, plots, stats, tables  # noqa: E402
+from . import comparison, plots, stats, tables, tuning  # noqa: E402
 
 FIGURES = {  # file name prefix -> plot function (each takes the DataFrame and a task)
     "params": plots.plot_metric_vs_params,
@@ -38,6 +38,7 @@ FIGURES = {  # file name prefix -> plot function (each takes the DataFrame and a
     "alpha": plots.plot_metric_vs_alpha,
     "cost": plots.plot_cost,
     "curves": plots.plot_learning_curves,
+    "tuning": tuning.plot_tuning_sensitivity,
 }
 SCORE_FIGURES = {"params", "rank", "alpha"}  # those that take metric=: they follow --split
 
@@ -158,6 +159,11 @@ def run(arguments: argparse.Namespace) -> int:
             say(tables.to_markdown(counts))
     say("\n## Cost (median over all runs of a configuration)\n")
     say(tables.to_markdown(tables.cost_table(df, by=by)))
+    sensitivity = tuning.sensitivity_table(df)
+    if not sensitivity.empty:
+        say("\n## Tuning sensitivity: expected best selection score ×100 of n tuning runs drawn from the grid "
+            "(Dodge et al. 2019; best of 1 = the mean over the grid)\n")
+        say(tables.to_markdown(sensitivity))
     failed = df[df["status"] != "ok"]
     if not failed.empty:
         say(f"\n## Failed runs ({len(failed)})\n")

@@ -9,8 +9,8 @@ It holds the variant x task table (mean ± std over seeds, recomputed in the pag
 task / model / experiment filters keep, also set from the address: ``report.html#task=mrpc``; click a
 header to sort), the runs that did not fit and did not generalise, the paired comparison when one is
 given (``comparison=``, a DataFrame as ``analysis.compare`` returns it; its target of inference and
-family named), metric vs trainable parameters with the Pareto front, time and memory per variant,
-learning curves, the environment the runs were made in, and every
+family named), metric vs trainable parameters with the Pareto front, the tuning sensitivity of a tuning
+folder, time and memory per variant, learning curves, the environment the runs were made in, and every
 run with its full config and provenance on demand. The plots are plotly figures;
 plotly's JavaScript is inlined once, so the file is about 5 MB.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import comparison as comparisons
-from . import plots, tables
+from . import plots, tables, tuning
 from .comparison import format_comparison
 
 SCALE = 100  # scores are shown ×100, as in the tables
@@ -58,6 +58,7 @@ def build_report(df: pd.DataFrame, comparison: pd.DataFrame | None = None, title
         _failure_section(df),
         _comparison_section(comparison),
         *(_task_section(df, task, rows) for task in tasks),
+        _tuning_section(df),
         _cost_section(ok, rows),
         _environment_section(df),
         _runs_section(df, rows),
@@ -186,6 +187,29 @@ def _comparison_section(comparison: pd.DataFrame | None) -> str:
             "the family interval (better/worse only when it excludes 0; equivalent only within the stated "
             f"margin). {_escape(described[:1].upper() + described[1:])}.</p>"
             + _html_table(comparison, table_id="comparison"))
+
+
+def _tuning_section(df: pd.DataFrame) -> str:
+    """Tuning sensitivity (``analysis.tuning``): the table and, per task, the curves."""
+    import plotly.graph_objects as go
+
+    table = tuning.sensitivity_table(df)
+    if table.empty:
+        return ""
+    figures = []
+    for task in table["task"].drop_duplicates():
+        figure = go.Figure()
+        keys = tuning.tuning_cells(df)[0][1]
+        for first, counts, best in tuning.sensitivity_curves(df, task):
+            figure.add_trace(go.Scatter(x=counts, y=best, mode="lines+markers", name=plots.config_label(first, keys),
+                                        line={"color": _color(first["variant"])}))
+        figure.update_layout(title=f"{task}: expected best selection score ×{SCALE} of n tuning runs",
+                             xaxis={"title": "tuning runs (a random n of the grid's points)", "dtick": 1},
+                             yaxis={"title": f"selection score ×{SCALE}"}, height=380, template="plotly_white")
+        figures.append(_figure_html(figure, f"tuning-{task}"))
+    return ("<h2>Tuning sensitivity</h2><p>Expected best selection score of n tuning runs drawn at random from "
+            "each variant's grid (Dodge et al. 2019); best of 1 is the mean over the grid, a large best - mean "
+            "marks a variant that needs a lucky rate.</p>" + _html_table(table, "tuning") + "".join(figures))
 
 
 def _task_section(df: pd.DataFrame, task: str, rows: Rows) -> str:

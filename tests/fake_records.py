@@ -200,3 +200,26 @@ def write_fake_records(folder, study="glue_small", seed=0, with_predictions=Fals
                 records.append(record)
     return records
 
+
+#: write_fake_tuning: (task, variant) -> the planted selection score of each learning rate, in order. LoRA
+#: is good at every rate; HiRA only at one (it needs a lucky rate); the head's grid was extended twice.
+TUNING_SCORES = {("mrpc", "lora"): {5e-4: 0.78, 1e-3: 0.79, 2e-3: 0.80},
+                 ("mrpc", "hira"): {1e-3: 0.70, 2e-3: 0.72, 4e-3: 0.81},
+                 ("mrpc", "head"): {1e-3: 0.68, 2e-3: 0.69, 4e-3: 0.70, 8e-3: 0.71, 1.6e-2: 0.705}}
+
+
+def write_fake_tuning(folder, study="tuning"):
+    """A small tuning folder: one run per (task, variant, learning rate) of TUNING_SCORES at seed 0,
+    scored on the selection split (``selection_score``) as planted."""
+    runs = Path(folder) / study / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for (task, variant), scores in TUNING_SCORES.items():
+        for lr, selection in scores.items():
+            name = hashlib.sha1(f"{task}/{variant}/{lr}".encode()).hexdigest()[:12]
+            record = {"config_hash": name, "status": "ok", "timestamp": "2026-12-04T07:00:00Z",
+                      "experiment": "tuning", "variant": variant, "task": task, "model": "minilm", "seed": 0,
+                      "lr": lr, "baseline": variant == "head", "main_metric": "accuracy",
+                      "main_score": selection - 0.01, "selection_score": selection, "trainable_params": 1000,
+                      "learning_curve": []}
+            (runs / f"{name}.json").write_text(json.dumps(record))
+    return runs.parent

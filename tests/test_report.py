@@ -14,7 +14,7 @@ import pytest
 
 import analysis
 from analysis.__main__ import main as analysis_main
-from fake_records import write_fake_records
+from fake_records import write_fake_records, write_fake_tuning
 
 PROVENANCE = {"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": "5.24.0", "device": "cpu",
               "cpu": "Test CPU 9000", "torch_threads": 2, "model_sha256": "ab" * 32,
@@ -91,6 +91,16 @@ def test_the_comparison_is_analysis_compare_s_table_when_given(page, tmp_path):
     shown = analysis.format_comparison(differences)
     for cell in (shown["Δ ×100 [95 % CI]"].iloc[0], shown["verdict"].iloc[-1], "head"):
         assert f"<td>{html.escape(cell)}</td>" in table
+
+
+def test_a_tuning_folder_gets_its_tuning_sensitivity(page, tmp_path):
+    from analysis import tuning
+    df = analysis.load_results(write_fake_tuning(tmp_path))
+    tuned = analysis.build_report(df)
+    assert "<h2>Tuning sensitivity</h2>" in tuned and 'id="plot-tuning-mrpc"' in tuned
+    shown = tuned[tuned.index('<table id="tuning"'):]
+    assert shown[:shown.index("</table>")].count("<tr") == len(tuning.sensitivity_table(df)) + 1 == 4
+    assert "Tuning sensitivity" not in page  # the fake study ran each variant at one rate
 
 
 def test_the_command_line_writes_the_report(folder, tmp_path, capsys):
