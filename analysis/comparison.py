@@ -118,11 +118,12 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     ×100), ``ci_low``, ``ci_high`` (the ``level`` interval, for reading), ``family_low``, ``family_high``
     (the family interval, for verdicts), ``p_value`` (two-sided t, for "no difference"), ``p_adjusted``
     (Bonferroni: min(1, m · p); below alpha exactly when the family interval excludes 0),
-    ``standard_error`` and ``degrees_of_freedom`` (``stats.t_interval`` turns them into an interval at any
-    level), ``share_seed``, ``share_example``, ``share_interaction`` (each variance component's share of
-    the "new examples" variance, ``stats.VarianceComponents.shares``), ``detectable`` (the smallest true
-    difference the family interval would exclude 0 for with 80 % power), ``components`` (the
-    ``stats.VarianceComponents`` of the row, in points), ``verdict``, ``runs``, then for
+    ``standard_error``, ``share_seed``, ``share_example``, ``share_interaction`` (each variance
+    component's share of the "new examples" variance, ``stats.VarianceComponents.shares``),
+    ``detectable`` (the smallest true difference the family interval would exclude 0 for with 80 %
+    power), ``paired`` (the row's ``stats.PairedDifference`` in points: ``row.paired.interval(level,
+    target)`` gives its interval at any level, ``row.paired.components`` its variance components),
+    ``verdict``, ``runs``, then for
     each way a run can fail (``did_not_fit``, ``did_not_generalise``): the count, ``..._known`` (runs that
     could be judged), ``..._low`` and ``..._high`` (Clopper–Pearson, ``level``); ``mean_of_fitted`` (×100,
     the runs that fit their training data, or could not be judged) and ``note``. The table's ``attrs``
@@ -150,11 +151,11 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
                          f"a reference run")
     size = int(np.isfinite(table["difference"]).sum())
     family = verdicts.family_level(size, alpha)
-    parts = zip(table["difference"], table["standard_error"], table["degrees_of_freedom"])
-    table["family_low"], table["family_high"] = zip(*(stats.t_interval(*part, family) for part in parts))
+    paired = [row if isinstance(row, stats.PairedDifference) else None for row in table["paired"]]
+    table["family_low"], table["family_high"] = zip(*(row.interval(family, target) if row else (np.nan, np.nan)
+                                                      for row in paired))
     table["p_adjusted"] = np.minimum(1.0, size * table["p_value"])
-    table["detectable"] = [stats.detectable_difference(error, degrees, family)
-                           for error, degrees in zip(table["standard_error"], table["degrees_of_freedom"])]
+    table["detectable"] = [row.detectable(family, 0.8, target) if row else np.nan for row in paired]
     table["verdict"] = [row.verdict if isinstance(row.verdict, str)
                         else verdicts.comparison_verdict(row.family_low, row.family_high, margin)
                         for row in table.itertuples()]
@@ -213,8 +214,8 @@ def _compare_cell(cell, references, keys, task, index, split, target, level) -> 
     row = {**{key: first[key] for key in keys}, "task": task, "baseline": bool(first.get("baseline", False)),
            "reference": "–", "metric": metric, "n_seeds": 0, "n_examples": 0, "mean": np.nan,
            "mean_reference": np.nan, "difference": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-           "p_value": np.nan, "standard_error": np.nan, "degrees_of_freedom": np.nan, "share_seed": np.nan,
-           "share_example": np.nan, "share_interaction": np.nan, "components": None, "verdict": None, "note": ""}
+           "p_value": np.nan, "standard_error": np.nan, "share_seed": np.nan, "share_example": np.nan,
+           "share_interaction": np.nan, "paired": None, "verdict": None, "note": ""}
     scores, failures = _run_scores(cell, metric, index, split)
     row.update(_failure_summary(scores, failures, level))
     reference, why = _matching_reference(cell, references, keys)
@@ -235,10 +236,9 @@ def _compare_cell(cell, references, keys, task, index, split, target, level) -> 
         return {**row, "verdict": paired[0], "note": paired[1]}
     labels, variant, reference_predictions, row["note"] = paired
     result = stats.paired_difference(metric, labels, variant, reference_predictions).scaled(100)
-    row["standard_error"], row["degrees_of_freedom"] = result.t_parts(target)
     row.update({f"share_{name}": share for name, share in result.components.shares().items()})
     row.update(n_seeds=result.n_seeds, n_examples=result.n_examples, difference=result.difference,
-               p_value=result.p_value(target), components=result.components)
+               standard_error=result.standard_error(target), p_value=result.p_value(target), paired=result)
     row["ci_low"], row["ci_high"] = result.interval(level, target)
     if result.n_seeds == 1:
         row["note"] = "; ".join(filter(None, [row["note"], "one paired seed: the interval leaves out "
@@ -458,8 +458,8 @@ def table_description(table: pd.DataFrame) -> str:
 
 _COMPARE_COLUMNS = ("task", "baseline", "reference", "metric", "n_seeds", "n_examples", "mean",
                     "mean_reference", "difference", "ci_low", "ci_high", "family_low", "family_high", "p_value",
-                    "p_adjusted", "standard_error", "degrees_of_freedom", "share_seed", "share_example",
-                    "share_interaction", "components", "detectable", "verdict", "runs",
+                    "p_adjusted", "standard_error", "share_seed", "share_example",
+                    "share_interaction", "paired", "detectable", "verdict", "runs",
                     *(f"{name.replace(' ', '_')}{suffix}" for name in FAILURES
                       for suffix in ("", "_known", "_low", "_high")), "mean_of_fitted", "note")
 

@@ -17,8 +17,8 @@ rows, 1 - 0.05 / m; m is the pilot table's size unless ``family_size`` says othe
   few).
 
 Each projection puts the estimated components into the design asked about (``VarianceComponents.at``)
-and reads the t quantiles at its Satterthwaite degrees of freedom, exactly as the interval of a study
-of that size would be computed. The components are estimates: from a pilot of 3-5 seeds the seed
+and computes what that study's interval would detect (``VarianceComponents.detectable``), exactly as
+its interval would be computed. The components are estimates: from a pilot of 3-5 seeds the seed
 component is uncertain by a factor of 2 or more, so read a needed number of seeds as a rough size.
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ def plan(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str | di
     keys = grouping_columns(table)
     rows = []
     for _, row in table.iterrows():
-        components = row["components"]
+        components = row["paired"].components
         planned = {key: row[key] for key in keys}
         planned.update(task=row["task"], configuration=config_label(row, keys), reference=row["reference"],
                        n_seeds=row["n_seeds"], n_examples=row["n_examples"], difference=row["difference"],
@@ -96,9 +96,7 @@ def plan(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str | di
 
 def _needs(components, seeds, examples, target, level, power) -> float:
     """The smallest true difference a study of ``seeds`` × ``examples`` would resolve with ``power``."""
-    design = components.at(seeds, examples)
-    variance, degrees = design.variance(target), design.degrees_of_freedom(target)
-    return stats.detectable_difference(np.sqrt(variance), degrees, level, power)
+    return components.at(seeds, examples).detectable(level, power, target)
 
 
 def _floor(components, target, level, power) -> float:
@@ -106,8 +104,7 @@ def _floor(components, target, level, power) -> float:
     alone (examples - 1 degrees of freedom); for "this dev set" 0."""
     if target == "this-dev-set":
         return 0.0
-    return stats.detectable_difference(np.sqrt(components.example / components.examples), components.examples - 1,
-                                       level, power)
+    return stats.detectable_of([(components.example / components.examples, components.examples - 1)], level, power)
 
 
 def _seeds_needed(components, size_points, target, level, power) -> float:

@@ -11,7 +11,7 @@ distributions), no pandas.
   examples" of the task (default) or "this dev set".
 * ``example_contributions``: each example's share in a run's metric (exact for accuracy, jackknife
   pseudo-values for the others), the per-(seed, example) differences the components come from.
-* ``t_interval``, ``detectable_difference``, ``mean_interval_half_width``: the pieces.
+* ``t_interval``, ``mean_interval_half_width``: the pieces.
 * ``constant_score``, ``did_not_fit``, ``did_not_generalise``, ``clopper_pearson``: the two ways a run
   can fail, each its own endpoint.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.stats import beta
 from scipy.stats import t as student_t
 
@@ -240,56 +241,48 @@ class VarianceComponents:
 
     def at(self, seeds: int, examples: int) -> "VarianceComponents":
         """The mean squares a study with ``seeds`` seeds and ``examples`` examples would expect, from
-        these components (for planning: ``variance`` and ``degrees_of_freedom`` of that design)."""
+        these components (for planning: the ``parts`` and ``detectable`` of that design)."""
         return VarianceComponents(seeds, examples, examples * self.seed + self.interaction,
                                   seeds * self.example + self.interaction, self.interaction, self.nested)
 
-    def variance(self, target: str = "new-examples") -> float:
-        """Variance of the mean difference over seeds and examples, for ``target`` (see ``_parts``)."""
-        return self._parts(target)[0]
+    def parts(self, target: str = "new-examples") -> list[tuple[float, float]]:
+        """The variance of the mean difference as (variance, degrees of freedom) parts, each source of
+        variation once; their variances add up to the variance for ``target``.
 
-    def degrees_of_freedom(self, target: str = "new-examples") -> float:
-        """Satterthwaite's degrees of freedom of ``variance`` (see ``_parts``)."""
-        return self._parts(target)[1]
+        The seed part is var(per-seed differences) / seeds = MS seed / (seeds · examples), with seeds - 1
+        degrees of freedom; its expectation is σ²(seed) / seeds + σ²(interaction) / (seeds · examples),
+        so it carries the interaction as well. "this-dev-set" (the examples fixed, only seeds vary) is
+        that part alone: the plain t interval of the per-seed differences. "new-examples" adds the
+        example part σ²(example) / examples = (MS example - MS residual) / (seeds · examples), 0 when
+        negative (then left out), with examples - 1 degrees of freedom; the interaction stays in the seed
+        part only.
 
-    def _parts(self, target: str) -> tuple[float, float]:
-        """(variance, degrees of freedom) of the mean difference.
-
-        "this-dev-set": the examples are fixed, so only the seeds vary: var(per-seed differences) /
-        seeds = MS seed / (seeds · examples), with seeds - 1 degrees of freedom (the plain t interval of
-        the per-seed differences; its expectation is σ²(seed) / seeds + σ²(interaction) / (seeds ·
-        examples)).
-
-        "new-examples": the sum of the three components over the design, each once: σ²(seed) / seeds
-        + σ²(example) / examples + σ²(interaction) / (seeds · examples). In mean squares (MS) that is a
-        combination Σ c · MS: σ²(seed) / seeds = (MS seed - MS residual) / (seeds · examples),
-        σ²(example) / examples = (MS example - MS residual) / (seeds · examples), σ²(interaction) /
-        (seeds · examples) = MS residual / (seeds · examples); a component whose estimate is negative is
-        0 and leaves the combination. The degrees of freedom are Satterthwaite's for that combination,
-        (Σ c · MS)² / Σ (c · MS)² / df(MS), never below (seeds - 1)(examples - 1) / (seeds + examples - 1),
-        about seeds - 1 (proof in docs/statistics.md).
-
-        One seed: "new-examples" is MS example / examples (examples - 1 degrees of freedom; seed-to-seed
-        variation cannot be seen), "this-dev-set" has no estimate (NaN). Nested seeds (each its own
-        examples): both targets are var(per-seed differences) / seeds, seeds - 1 degrees of freedom
-        (every source of variation is in the per-seed differences)."""
+        One seed: "new-examples" is one part, MS example / examples (examples - 1 degrees of freedom;
+        seed-to-seed variation cannot be seen); "this-dev-set" has no estimate (NaN). Nested seeds
+        (each its own examples): both targets are the seed part, which then carries every source."""
         target_of(target)
-        seeds, examples = self.seeds, self.examples
-        cells = seeds * examples
-        if seeds == 1:
+        cells = self.seeds * self.examples
+        if self.seeds == 1:
             if target == "this-dev-set":
-                return np.nan, np.nan
-            return self.example_mean_square / examples, examples - 1.0
-        if self.nested or target == "this-dev-set":
-            return self.seed_mean_square / cells, seeds - 1.0
-        with_seed = self.seed_mean_square > self.residual_mean_square
-        with_example = self.example_mean_square > self.residual_mean_square
-        terms = [(with_seed / cells, self.seed_mean_square, seeds - 1),
-                 (with_example / cells, self.example_mean_square, examples - 1),
-                 ((1 - with_seed - with_example) / cells, self.residual_mean_square, (seeds - 1) * (examples - 1))]
-        variance = sum(coefficient * square for coefficient, square, _ in terms)
-        spread = sum((coefficient * square) ** 2 / degrees for coefficient, square, degrees in terms if coefficient)
-        return variance, variance ** 2 / spread if spread > 0 else np.inf
+                return [(np.nan, np.nan)]
+            return [(self.example_mean_square / self.examples, self.examples - 1.0)]
+        parts = [(self.seed_mean_square / cells, self.seeds - 1.0)]
+        if target == "new-examples" and not self.nested and self.example > 0:
+            parts.append((self.example / self.examples, self.examples - 1.0))
+        return parts
+
+    def variance(self, target: str = "new-examples") -> float:
+        """Variance of the mean difference over seeds and examples, for ``target`` (see ``parts``)."""
+        return float(sum(variance for variance, _ in self.parts(target)))
+
+    def half_width(self, level: float = 0.95, target: str = "new-examples") -> float:
+        """Half the width of the central ``level`` interval (``half_width_of`` the ``parts``)."""
+        return half_width_of(self.parts(target), level)
+
+    def detectable(self, level: float = 0.95, power: float = 0.8, target: str = "new-examples") -> float:
+        """The smallest true difference the ``level`` interval would exclude 0 for with probability
+        ``power`` (``detectable_of`` the ``parts``)."""
+        return detectable_of(self.parts(target), level, power)
 
     def shares(self) -> dict[str, float]:
         """The share of each component in the "new-examples" variance of this design:
@@ -306,6 +299,23 @@ class VarianceComponents:
         return VarianceComponents(self.seeds, self.examples, square * self.seed_mean_square,
                                   square * self.example_mean_square, square * self.residual_mean_square,
                                   self.nested)
+
+
+def half_width_of(parts, level: float = 0.95) -> float:
+    """Half the width of the central ``level`` interval for a sum of independent (variance, degrees of
+    freedom) parts: √(Σ t² · variance), each part with the t quantile at (1 + level) / 2 of its own
+    degrees of freedom (Banerjee's interval: never narrower than what each part alone asks for; see
+    docs/statistics.md for why not one pooled Satterthwaite t quantile)."""
+    quantile = 0.5 + level / 2
+    return float(np.sqrt(sum(student_t.ppf(quantile, degrees) ** 2 * variance for variance, degrees in parts)))
+
+
+def detectable_of(parts, level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true difference the ``level`` interval of ``parts`` (see ``half_width_of``) would
+    exclude 0 for with probability ``power``: √(Σ (t at (1 + level) / 2 + t at ``power``)² · variance);
+    for one part, the minimum detectable effect of a t test."""
+    return float(np.sqrt(sum((student_t.ppf(0.5 + level / 2, degrees) + student_t.ppf(power, degrees)) ** 2
+                             * variance for variance, degrees in parts)))
 
 
 @dataclass(frozen=True)
@@ -325,36 +335,42 @@ class PairedDifference:
     def n_examples(self) -> int:
         return self.components.examples
 
-    def t_parts(self, target: str = "new-examples") -> tuple[float, float]:
-        """(standard error, degrees of freedom) of ``difference`` for ``target``."""
-        variance, degrees = self.components._parts(target)
-        return float(np.sqrt(variance)), float(degrees)
+    def standard_error(self, target: str = "new-examples") -> float:
+        """The standard error of ``difference`` for ``target``: √ of the components' variance."""
+        return float(np.sqrt(self.components.variance(target)))
 
     def interval(self, level: float = 0.95, target: str = "new-examples") -> tuple[float, float]:
-        """The central ``level`` t interval for the difference, for ``target``."""
-        return t_interval(self.difference, *self.t_parts(target), level)
+        """The central ``level`` interval for the difference, for ``target``: difference ±
+        ``VarianceComponents.half_width``."""
+        half = self.components.half_width(level, target)
+        return self.difference - half, self.difference + half
 
     def p_value(self, target: str = "new-examples") -> float:
-        """Two-sided t p-value for "no difference": 2 · P(T_df > |difference| / standard error)."""
-        error, degrees = self.t_parts(target)
-        if error == 0:
+        """Two-sided p-value for "no difference": the smallest p at which the (1 - p) interval excludes
+        0 (for one part, the t test's p-value), so p < alpha exactly when the (1 - alpha) interval lies
+        beside 0."""
+        if not np.isfinite(self.components.variance(target)) or not np.isfinite(self.difference):
+            return np.nan
+        if self.components.variance(target) == 0:
             return 1.0 if self.difference == 0 else 0.0
-        return float(2 * student_t.sf(abs(self.difference) / error, degrees))
+        parts = self.components.parts(target)
+        if len(parts) == 1:
+            return float(2 * student_t.sf(abs(self.difference) / np.sqrt(parts[0][0]), parts[0][1]))
+
+        def excess(p):
+            return self.components.half_width(1 - p, target) - abs(self.difference)
+        if excess(1e-15) <= 0:
+            return 1e-15
+        return float(brentq(excess, 1e-15, 1.0, xtol=1e-18, rtol=1e-10))
 
     def detectable(self, level: float = 0.95, power: float = 0.8, target: str = "new-examples") -> float:
-        """The smallest true difference an interval at ``level`` would exclude 0 for with probability
-        ``power``: (t quantile at (1 + level) / 2 + t quantile at ``power``) × standard error."""
-        return detectable_difference(*self.t_parts(target), level, power)
+        """The smallest true difference the ``level`` interval would exclude 0 for with probability
+        ``power`` (``VarianceComponents.detectable``)."""
+        return self.components.detectable(level, power, target)
 
     def scaled(self, factor: float) -> "PairedDifference":
         """The same comparison in other units (e.g. ×100 points)."""
         return PairedDifference(factor * self.difference, factor * self.per_seed, self.components.scaled(factor))
-
-
-def detectable_difference(standard_error: float, degrees: float, level: float = 0.95, power: float = 0.8) -> float:
-    """The minimum detectable effect of a t test: (t quantile at (1 + level) / 2 + t quantile at
-    ``power``) × ``standard_error``, both quantiles with ``degrees`` degrees of freedom."""
-    return float((student_t.ppf(0.5 + level / 2, degrees) + student_t.ppf(power, degrees)) * standard_error)
 
 
 def paired_difference(metric: str, labels, variant, reference, chunk_elements: int = 2_000_000) -> PairedDifference:
@@ -393,8 +409,7 @@ def paired_bootstrap(metric: str, labels, variant, reference, n_boot: int = 4000
 
 def t_interval(estimate: float, standard_error: float, degrees: float, level: float = 0.95) -> tuple[float, float]:
     """The central ``level`` t interval: estimate ± the t quantile at (1 + level) / 2 with ``degrees``
-    degrees of freedom × ``standard_error`` (e.g. ``PairedBootstrap.t_parts``, or the ``standard_error``
-    and ``degrees_of_freedom`` columns of ``analysis.compare``, to get any level without resampling)."""
+    degrees of freedom × ``standard_error``."""
     half = float(student_t.ppf(0.5 + level / 2, degrees)) * standard_error
     return estimate - half, estimate + half
 

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import norm
+from scipy.stats import t as t_dist
 
 import analysis
 from analysis import planning, stats
@@ -48,7 +49,7 @@ def test_when_the_dev_set_sets_the_floor_the_planner_says_so_and_counts_examples
     probability = np.tile(np.where(np.arange(EXAMPLES) % 2 == 0, 1.0, 0.8), (20, 1))
     row = plan_of(planted_folder(tmp_path, probability), margin=3.0, difference=1.0)
     df = analysis.load_results(tmp_path / "pilot")
-    components = analysis.compare(df, analysis.load_predictions(df), reference="lora").iloc[0]["components"]
+    components = analysis.compare(df, analysis.load_predictions(df), reference="lora").iloc[0]["paired"].components
     assert components.example == pytest.approx(100, rel=0.35) and components.interaction == pytest.approx(800, rel=0.1)
     assert components.seed < 10
     floor = (norm.ppf(0.975) + norm.ppf(0.8)) * np.sqrt(components.example / EXAMPLES)
@@ -56,11 +57,12 @@ def test_when_the_dev_set_sets_the_floor_the_planner_says_so_and_counts_examples
     assert np.isnan(row["seeds_detect"])
     assert row["statement"].startswith(f"Seeds alone cannot detect 1: the dev set's own sampling leaves "
                                        f"{row['floor']:.2f} however many seeds are run; ")
-    # examples needed at the pilot's 20 seeds, for a variance of (1 / (z + z))²: n = (σ²(example) +
-    # σ²(interaction) / 20) / ((1 / (z + z))² - σ²(seed) / 20) (normal quantiles: t's add a little)
-    allowed = (1 / (norm.ppf(0.975) + norm.ppf(0.8))) ** 2 - components.seed / 20
-    by_hand = (components.example + components.interaction / 20) / allowed
-    assert row["seeds_with_examples_detect"] == 20 and row["examples_detect"] == pytest.approx(by_hand, rel=0.05)
+    # examples needed at the pilot's 20 seeds to detect 1: the seed part (σ²(seed) + σ²(interaction) / n)
+    # / 20 with t quantiles of 19 degrees of freedom, the example part σ²(example) / n with normal ones
+    # (n is large): n = (t² σ²(interaction) / 20 + z² σ²(example)) / (1 - t² σ²(seed) / 20)
+    t, z = (t_dist.ppf(0.975, 19) + t_dist.ppf(0.8, 19)) ** 2, (norm.ppf(0.975) + norm.ppf(0.8)) ** 2
+    by_hand = (t * components.interaction / 20 + z * components.example) / (1 - t * components.seed / 20)
+    assert row["seeds_with_examples_detect"] == 20 and row["examples_detect"] == pytest.approx(by_hand, rel=0.01)
     assert f"; {int(row['examples_detect']):,} evaluation examples would (now 400), at 20 seeds." in row["statement"]
     # equivalence within ±3 when the true difference is 0: seeds do get there
     assert 2 <= row["seeds_equivalence"] <= 20 and np.isnan(row["examples_equivalence"])

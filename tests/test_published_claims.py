@@ -36,14 +36,22 @@ def write_claims(folder, claims, **settings):
     return path
 
 
-CLAIM = {"claim": "full fine-tuning beats the head", "source": "planted", "results": "study",
+CLAIM = {"claim": "full fine-tuning beats the head", "source": "planted", "results": "pair",
          "variant": "full", "reference": "head", "test": "better"}
 
 
 @pytest.fixture(scope="module")
 def fake_study(tmp_path_factory):
+    """The fake study ("study"), and its full fine-tuning and head runs alone ("pair": a family of
+    three comparisons, one per task, so that three seeds can resolve a planted 16-point gap)."""
     folder = tmp_path_factory.mktemp("claims")
-    write_fake_records(folder, study="study", with_predictions=True)
+    records = write_fake_records(folder, study="study", with_predictions=True)
+    pair = folder / "pair" / "runs"
+    pair.mkdir(parents=True)
+    for record in records:
+        if record["variant"] in ("full", "head"):
+            for file in (folder / "study" / "runs").glob(f"{record['config_hash']}.*"):
+                (pair / file.name).write_bytes(file.read_bytes())
     return folder
 
 
@@ -53,7 +61,7 @@ def test_planted_differences_get_the_verdicts_they_should(fake_study):
               {**CLAIM, "claim": "the head is on par with full", "variant": "head", "reference": "full",
                "test": "non-inferior"},
               {**CLAIM, "claim": "rsLoRA r=16 beats LoRA r=16", "variant": {"variant": "rslora", "rank": 16},
-               "reference": {"variant": "lora", "rank": 16, "alpha": 16.0}}]
+               "reference": {"variant": "lora", "rank": 16, "alpha": 16.0}, "results": "study"}]
     table = published_claims.check_claims(write_claims(fake_study, claims, margin=1.5))
     assert table.attrs["target"] == "new-examples"
     verdicts = table.set_index(["claim", "task"])["verdict"]
@@ -72,20 +80,19 @@ def test_planted_differences_get_the_verdicts_they_should(fake_study):
     assert set(rank_rows["configuration"]) == {"rslora r=16 α=16"}  # only the named cell
 
     # the claims rows are the rows of the --compare table of the claim's reference: the same family
-    df = analysis.load_results(fake_study / "study")
+    df = analysis.load_results(fake_study / "pair")
     reference = analysis.compare(df, analysis.load_predictions(df), reference="head")
-    assert reference.attrs["family_size"] == len(reference)  # every configuration against the head
+    assert reference.attrs["family_size"] == len(reference) == 3  # every configuration against the head
     mine = table[table["claim"] == CLAIM["claim"]].set_index("task")
     for _, row in reference[reference["variant"] == "full"].iterrows():
         for column in ("difference", "ci_low", "family_low", "family_high", "p_adjusted"):
             assert mine.loc[row["task"], column] == pytest.approx(row[column])
         assert mine.loc[row["task"], "family_size"] == len(reference)
     assert (table["family_low"] < table["ci_low"]).all() and (table["ci_high"] < table["family_high"]).all()
-    # compare's standard error and degrees of freedom give its interval at another level
+    # each row's paired difference gives its interval at any level
     for _, row in reference.iterrows():
-        parts = row["difference"], row["standard_error"], row["degrees_of_freedom"]
-        assert stats.t_interval(*parts, 0.95) == pytest.approx((row["ci_low"], row["ci_high"]))
-        assert stats.t_interval(*parts, reference.attrs["family_level"]) == pytest.approx(
+        assert row["paired"].interval(0.95) == pytest.approx((row["ci_low"], row["ci_high"]))
+        assert row["paired"].interval(reference.attrs["family_level"]) == pytest.approx(
             (row["family_low"], row["family_high"]))
     # the parameter ratio is the reference's trainable parameters over the variant's (formula in fake_records)
     mrpc = mine.loc["mrpc"]

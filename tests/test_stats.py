@@ -115,30 +115,39 @@ def test_the_interval_counts_the_interaction_once_where_the_old_one_counted_it_t
     by_hand = (300 * np.var(differences.mean(axis=1), ddof=1) + 5 * np.var(differences.mean(axis=0), ddof=1)
                - c.residual_mean_square) / cells
     assert c.seed_mean_square > c.residual_mean_square and c.example_mean_square > c.residual_mean_square
-    assert result.t_parts()[0] ** 2 == pytest.approx(by_hand)
+    assert result.standard_error() ** 2 == pytest.approx(by_hand)
     assert by_hand == pytest.approx(c.seed / 5 + c.example / 300 + c.interaction / cells)
     double_counted = (c.seed_mean_square + c.example_mean_square) / cells
     assert double_counted - by_hand == pytest.approx(c.interaction / cells)
     # this dev set: only the seeds vary, the plain t interval of the per-seed differences
-    error, degrees = result.t_parts("this-dev-set")
-    assert (error, degrees) == (pytest.approx(np.std(result.per_seed, ddof=1) / np.sqrt(5)), 4.0)
+    error = result.standard_error("this-dev-set")
+    assert error == pytest.approx(np.std(result.per_seed, ddof=1) / np.sqrt(5))
+    assert c.parts("this-dev-set") == [(pytest.approx(error**2), 4.0)]
     low, high = result.interval(0.95, "this-dev-set")
     assert high - result.difference == pytest.approx(2.776445 * error, rel=1e-6)  # t(4) quantile
+    # new examples: each part with its own t quantile (4 and 299 degrees of freedom)
+    (seed_part, seed_df), (example_part, example_df) = c.parts()
+    assert (seed_df, example_df) == (4.0, 299.0) and seed_part == pytest.approx(error**2)
+    assert result.interval(0.95)[1] - result.difference == pytest.approx(
+        np.sqrt(2.776445**2 * seed_part + 1.967984**2 * example_part), rel=1e-5)
     with pytest.raises(ValueError, match=r"choose one of \['new-examples', 'this-dev-set'\]"):
         result.interval(0.95, "dev")
 
 
-def test_degrees_of_freedom_stay_sane_when_a_component_is_near_zero():
+def test_components_near_zero_cannot_make_the_interval_explode_or_vanish():
     """Seeds that agree far better than the interaction says (MS seed below MS residual), an example
-    component barely above zero, one far above: a component estimated at 0 leaves the sum, so the degrees
-    of freedom never fall below (seeds - 1)(examples - 1) / (seeds + examples - 1)."""
+    component barely above zero or far above: each part keeps its own degrees of freedom (seeds - 1,
+    examples - 1), so the half width always lies between the two parts' t quantiles times the standard
+    error, and the p-value is the level at which the interval reaches 0."""
     seeds, examples = 5, 300
-    bound = (seeds - 1) * (examples - 1) / (seeds + examples - 1)
-    for seed_ms, example_ms in [(0.01, 1.001), (0.5, 1.02), (1.0, 1.0), (3.0, 1.0001), (50.0, 1.5), (1e-9, 200.0),
-                                (1.0001, 1.0001)]:
+    for seed_ms, example_ms in [(0.01, 1.001), (0.5, 1.02), (1.0, 1.0), (3.0, 1.0001), (50.0, 1.5), (1e-9, 200.0)]:
         components = stats.VarianceComponents(seeds, examples, seed_ms, example_ms, 1.0)
-        assert components.degrees_of_freedom() >= bound > 3.9
-        assert components.variance() >= components.interaction / (seeds * examples)
+        error = np.sqrt(components.variance())
+        assert 1.9679 * error <= components.half_width(0.95) <= 2.77645 * error  # t(299), t(4)
+        result = stats.PairedDifference(0.01, np.zeros(seeds), components)
+        p = result.p_value()
+        low, high = result.interval(1 - p)
+        assert low == pytest.approx(0, abs=1e-9) and 0 < p < 1
 
 
 def test_identical_variants_give_a_zero_width_interval_and_one_seed_has_no_dev_set_interval():
@@ -296,7 +305,7 @@ def test_compare_difference_is_the_paired_mean_of_record_scores(study, table):
         assert row.n_seeds == len(seeds)
         assert row.difference == pytest.approx(100 * by_hand)
         assert row.ci_low <= row.difference <= row.ci_high
-        assert row.detectable > (row.ci_high - row.ci_low) / 2  # (t_0.975 + t_0.8) SE > t_0.975 SE
+        assert row.detectable >= (row.ci_high - row.ci_low) / 2  # (t_0.975 + t_0.8) SE >= t_0.975 SE
 
 
 def _reference_settings(row):
@@ -310,7 +319,7 @@ def test_compare_verdicts_are_read_off_the_family_interval(table):
     assert table.attrs["family_size"] == size and table.attrs["family_level"] == pytest.approx(1 - 0.05 / size)
     assert np.allclose(with_p["p_adjusted"], np.minimum(1, size * with_p["p_value"]))
     for row in with_p.itertuples():
-        assert row.family_low < row.ci_low and row.ci_high < row.family_high  # wider than the 95 % one
+        assert row.family_low <= row.ci_low and row.ci_high <= row.family_high  # no narrower than the 95 % one
         assert row.verdict == verdicts.comparison_verdict(row.family_low, row.family_high, 1.5)
         if row.verdict.startswith(("better", "worse")):
             assert row.p_adjusted < 0.05 and (row.difference > 0) == row.verdict.startswith("better")
@@ -505,7 +514,7 @@ def test_seeds_with_their_own_dev_examples_count_every_source_of_variation_in_th
     nested = stats.paired_difference("accuracy", own_labels, variant, reference)
     crossed = stats.paired_difference("accuracy", labels, variant, reference)
     assert nested.difference == pytest.approx(crossed.difference)
-    assert nested.t_parts() == (pytest.approx(np.std(nested.per_seed, ddof=1) / np.sqrt(3)), 2.0)
+    assert nested.components.parts() == [(pytest.approx(np.var(nested.per_seed, ddof=1) / 3), 2.0)]
     runs, predictions = [], []
     for variant_name, predicted in (("lora", reference), ("dora", variant)):
         for seed in range(3):
