@@ -7,9 +7,12 @@
     table = analysis.compare(df, analysis.load_predictions(df), reference="lora")  # paired differences
 
 Reads result records (JSON) and prediction sidecars (parquet) only: this package never imports torch (nor transformers, variants, experiments).
-Command line: ``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora]``;
+Command line: ``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora] [--target this-dev-set]``;
 ``python -m analysis report RESULTS_FOLDER --out report.html [--compare lora]`` writes one self-contained HTML report;
-``python -m analysis claims CLAIMS.yaml`` tests published claims (``check_claims``, ``summarize_claims``).
+``python -m analysis claims CLAIMS.yaml`` tests published claims (``check_claims``, ``summarize_claims``) and
+``python -m analysis claims register CLAIMS.yaml`` registers them (``registration``);
+``python -m analysis plan RESULTS_FOLDER --compare lora --margin 1.5`` says what a study can resolve (``planning``).
+The statistics are explained in docs/statistics.md.
 """
 from . import stats, verdicts
 from .comparison import FAILURES, VERDICTS, compare, failure_table, format_comparison, load_predictions, plot_differences
