@@ -11,14 +11,16 @@ transformers, variants, experiments). Its names load on first use, so ``import a
 metrics, which training uses too) costs numpy and nothing else.
 Command line: ``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora]``;
 ``python -m analysis report RESULTS_FOLDER --out report.html [--compare lora]`` writes one self-contained HTML report;
-``python -m analysis claims CLAIMS.yaml`` tests published claims (``check_claims``, ``summarize_claims``).
+``python -m analysis claims CLAIMS.yaml`` tests published claims (``check_claims``, ``summarize_claims``) and
+``python -m analysis claims register CLAIMS.yaml`` registers them (``registration``);
+``python -m analysis plan RESULTS_FOLDER --compare lora --margin 1.5`` says what a study can resolve (``planning``).
 """
 import importlib
 
 #: each public name -> the module that defines it (a module's own name: the module itself)
 _EXPORTS = {
-    "stats": "stats", "metrics": "metrics",
-    **dict.fromkeys(("VERDICTS", "collapse_table", "compare", "format_comparison", "load_predictions",
+    "stats": "stats", "metrics": "metrics", "verdicts": "verdicts",
+    **dict.fromkeys(("FAILURES", "VERDICTS", "failure_table", "compare", "format_comparison", "load_predictions",
                      "plot_differences"), "comparison"),
     **dict.fromkeys(("NoDataError", "pareto_front", "plot_cost", "plot_learning_curves", "plot_metric_vs_alpha",
                      "plot_metric_vs_params", "plot_metric_vs_rank", "save_figure"), "plots"),

@@ -1,15 +1,23 @@
-"""``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora]``
+"""``python -m analysis [RESULTS_FOLDER] [--out FOLDER] [--stat median] [--compare lora] [--target ...]``
 
-Prints the variant x task table and the cost table as markdown, then writes every figure that the
-results can support (PNG + SVG) for each task to ``--out`` (default: RESULTS_FOLDER/figures).
-With ``--compare VARIANT``, also the paired differences to that variant (analysis.compare) and
-their forest plot.
+Prints the variant x task table, the runs that did not fit and did not generalise, the cost table and,
+for a tuning folder, the tuning sensitivity as markdown, then writes every figure that the results can
+support (PNG + SVG) for each task to ``--out`` (default: RESULTS_FOLDER/figures). With
+``--compare VARIANT``, also the paired differences to that variant (analysis.compare) and their
+forest plot.
 
 ``python -m analysis report RESULTS_FOLDER [--out report.html] [--compare VARIANT]`` writes one
 self-contained HTML report (see analysis/report.py) instead.
 
 ``python -m analysis claims CLAIMS.yaml`` tests the published claims a claims file lists against the
-records it names (see analysis/published_claims.py): one verdict per claim, then the per-task rows.
+records it names (see analysis/published_claims.py): one verdict per claim, then the per-task rows;
+``python -m analysis claims register CLAIMS.yaml`` registers the file (analysis/registration.py).
+
+``python -m analysis plan RESULTS_FOLDER --compare VARIANT --margin M`` says what a study can resolve
+(analysis/planning.py).
+
+``--target`` chooses the target of inference of every interval: ``new-examples`` (default; seeds and
+dev examples vary) or ``this-dev-set`` (the dev examples fixed, only seeds vary).
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no window; set before anything imports pyplot
 
-from . import comparison, plots, tables  # noqa: E402
+from . import comparison, plots, stats, tables, tuning  # noqa: E402
 
 FIGURES = {  # file name prefix -> plot function (each takes the DataFrame and a task)
     "params": plots.plot_metric_vs_params,
@@ -30,6 +38,7 @@ FIGURES = {  # file name prefix -> plot function (each takes the DataFrame and a
     "alpha": plots.plot_metric_vs_alpha,
     "cost": plots.plot_cost,
     "curves": plots.plot_learning_curves,
+    "tuning": tuning.plot_tuning_sensitivity,
 }
 SCORE_FIGURES = {"params", "rank", "alpha"}  # those that take metric=: they follow --split
 
@@ -62,14 +71,36 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-figures", action="store_true", help="print the tables only")
     parser.add_argument("--compare", metavar="VARIANT", default=None,
                         help="also print paired differences to this reference variant (e.g. lora, full): "
-                             "95%% CIs, Holm-adjusted p-values, verdicts, collapse rates")
+                             "95%% and family CIs, adjusted p-values, verdicts, the runs that did not fit "
+                             "or did not generalise")
     parser.add_argument("--split", default="validation", choices=list(comparison.RECORDED_SCORE),
                         help="which split the table, the score figures and --compare score: validation "
                              "(dev, the default) or selection (the split every choice was made on)")
-    parser.add_argument("--margin", type=float, default=1.5,
+    parser.add_argument("--margin", type=positive(float), default=1.5,
                         help="--compare's equivalence margin in points ×100 (default: 1.5)")
-    parser.add_argument("--n-boot", type=int, default=4000, help="--compare's bootstrap replicates (default: 4000)")
+    add_target_argument(parser)
     return parser.parse_args(argv)
+
+
+def positive(kind):
+    """An argparse type: ``kind`` (int or float) above 0, else an error naming the value."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+        return value
+    convert.__name__ = f"positive {kind.__name__}"
+    return convert
+
+
+def add_target_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default="new-examples", choices=list(stats.TARGETS),
+                        help="what the intervals are about: new-examples (the default: seeds and dev examples "
+                             "both vary, as for new examples of the task) or this-dev-set (the dev examples "
+                             "fixed: only seeds vary)")
 
 
 def main(argv=None) -> int:
@@ -78,6 +109,8 @@ def main(argv=None) -> int:
         return report_main(argv[1:])
     if argv[:1] == ["claims"]:
         return claims_main(argv[1:])
+    if argv[:1] == ["plan"]:
+        return plan_main(argv[1:])
     arguments = parse_arguments(argv)
     try:
         return run(arguments)
@@ -116,13 +149,21 @@ def run(arguments: argparse.Namespace) -> int:
     say(f"## Main metric per task ×100 on {split_name} ({cells})\n")
     say(tables.to_markdown(tables.variant_task_table(df, stat=arguments.stat, by=by, metric=score)))
     predictions = comparison.load_predictions(df)
-    collapses = comparison.collapse_table(df, predictions, by=by, split=arguments.split)
-    if (collapses[[task for task in tables.ordered_tasks(ok["task"].dropna())]] != "–").to_numpy().any():
-        say(f"\n## Collapsed runs per cell (of those that could be judged: final training loss not below the "
-            f"constant predictor's, or a {arguments.split} score no better than it)\n")
-        say(tables.to_markdown(collapses))
+    task_columns = tables.ordered_tasks(ok["task"].dropna())
+    for failure, why in (("did not fit", "final training loss not below the constant predictor's"),
+                         ("did not generalise", f"a {arguments.split} score no better than the best constant "
+                                                f"prediction's")):
+        counts = comparison.failure_table(df, predictions, failure, by=by, split=arguments.split)
+        if (counts[task_columns] != "–").to_numpy().any():
+            say(f"\n## Runs that {failure} per cell (of those that could be judged: {why})\n")
+            say(tables.to_markdown(counts))
     say("\n## Cost (median over all runs of a configuration)\n")
     say(tables.to_markdown(tables.cost_table(df, by=by)))
+    sensitivity = tuning.sensitivity_table(df)
+    if not sensitivity.empty:
+        say("\n## Tuning sensitivity: expected best selection score ×100 of n tuning runs drawn from the grid "
+            "(Dodge et al. 2019; best of 1 = the mean over the grid)\n")
+        say(tables.to_markdown(sensitivity))
     failed = df[df["status"] != "ok"]
     if not failed.empty:
         say(f"\n## Failed runs ({len(failed)})\n")
@@ -133,7 +174,7 @@ def run(arguments: argparse.Namespace) -> int:
         out = Path(arguments.out) if arguments.out else folder / "figures"
         write_figures(df, out, arguments.task, split=arguments.split)
         if differences is not None and differences["difference"].notna().any():
-            name = f"compare_{arguments.compare}{split_suffix(arguments.split)}"
+            name = f"compare_{arguments.compare}{split_suffix(arguments.split)}{target_suffix(arguments.target)}"
             plots.save_figure(comparison.plot_differences(differences), out, name)
             say(f"wrote {name} (PNG + SVG) to {out}")
     return 0
@@ -141,11 +182,9 @@ def run(arguments: argparse.Namespace) -> int:
 
 def compare(df, predictions, arguments, by=None):
     """Print analysis.compare's table for ``--compare``; return it."""
-    table = comparison.compare(df, predictions, reference=arguments.compare,
-                               split=arguments.split, margin=arguments.margin, n_boot=arguments.n_boot, by=by)
-    say(f"\n## Paired differences to {arguments.compare} on {arguments.split} (×100; t interval from the "
-        f"paired hierarchical bootstrap, {arguments.n_boot} replicates; Holm over the table; equivalence "
-        f"margin ±{arguments.margin:g})\n")
+    table = comparison.compare(df, predictions, reference=arguments.compare, split=arguments.split,
+                               margin=arguments.margin, by=by, target=arguments.target)
+    say(f"\n## Paired differences to {arguments.compare} (×100; {comparison.table_description(table)})\n")
     say(tables.to_markdown(comparison.format_comparison(table)))
     if (table["verdict"] == "no predictions").all():
         say(f"\nno per-example predictions on {arguments.split} in these results: the differences need them "
@@ -157,6 +196,12 @@ def split_suffix(split: str) -> str:
     """How a figure's file name marks the split it shows: nothing for dev, ``_{split}`` otherwise, so that
     a figure on the selection split sits beside its dev twin instead of overwriting it."""
     return "" if split == "validation" else f"_{split}"
+
+
+def target_suffix(target: str) -> str:
+    """How a forest plot's file name marks its target: nothing for new examples, ``_this_dev_set``
+    otherwise."""
+    return "" if target == "new-examples" else "_" + target.replace("-", "_")
 
 
 def write_figures(df, out: Path, tasks=None, split: str = "validation") -> None:
@@ -194,7 +239,9 @@ def report_main(argv) -> int:
     parser.add_argument("--title", default=None, help="the page title (default: names the folder)")
     parser.add_argument("--compare", metavar="VARIANT", default=None,
                         help="also show the paired differences to this variant (needs prediction sidecars)")
-    parser.add_argument("--n-boot", type=int, default=4000, help="--compare's bootstrap replicates (default: 4000)")
+    parser.add_argument("--margin", type=positive(float), default=1.5,
+                        help="--compare's equivalence margin in points ×100 (default: 1.5)")
+    add_target_argument(parser)
     arguments = parser.parse_args(argv)
     from .report import write_report
 
@@ -206,7 +253,7 @@ def report_main(argv) -> int:
         differences = None
         if arguments.compare:
             differences = comparison.compare(df, comparison.load_predictions(df), reference=arguments.compare,
-                                             n_boot=arguments.n_boot)
+                                             margin=arguments.margin, target=arguments.target)
         out = write_report(df, arguments.out or folder / "report.html", comparison=differences,
                            title=arguments.title or f"lora-arena results: {folder.resolve().name}")
     except (FileNotFoundError, ValueError) as error:
@@ -217,28 +264,92 @@ def report_main(argv) -> int:
 
 
 def claims_main(argv) -> int:
+    if argv[:1] == ["register"]:
+        return register_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m analysis claims",
                                      description="Test the published claims a claims file lists: "
-                                                 "confirmed, refuted or not resolved at this power.")
+                                                 "confirmed, refuted or not resolved at this power. "
+                                                 "'python -m analysis claims register CLAIMS.yaml' registers "
+                                                 "the file first.")
     parser.add_argument("claims", help="the claims file (YAML; see analysis/published_claims.py)")
-    parser.add_argument("--n-boot", type=int, default=4000, help="bootstrap replicates (default: 4000)")
+    add_target_argument(parser)
     arguments = parser.parse_args(argv)
     from . import published_claims
 
     try:
-        scores = published_claims.published_scores_table(arguments.claims)  # its errors come before the bootstrap
-        table = published_claims.check_claims(arguments.claims, n_boot=arguments.n_boot)
+        scores = published_claims.published_scores_table(arguments.claims)  # its errors come before the rest
+        table = published_claims.check_claims(arguments.claims, target=arguments.target)
     except (FileNotFoundError, ValueError) as error:
         say(f"error: {error}", file=sys.stderr)
         return 2
-    say(f"# Published claims ({arguments.claims}; paired differences ×100, t intervals from the paired "
-        f"hierarchical bootstrap, {arguments.n_boot} replicates)\n")
+    say(f"# Published claims ({arguments.claims}; paired differences ×100; target of inference: "
+        f"{stats.TARGET_NAMES[arguments.target]}; each claim's rows are those of its --compare table, one family "
+        f"per results folder, reference and split, every verdict read off the family interval)\n")
     say(tables.to_markdown(published_claims.summarize_claims(table)))
     say("\n## Per task\n")
     say(tables.to_markdown(published_claims.format_claims(table)))
     if scores is not None:
         say("\n## Next to published dev scores of other checkpoints (×100; theirs as published)\n")
         say(tables.to_markdown(scores))
+    return 0
+
+
+def register_main(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis claims register",
+                                     description="Register a claims file: record its sha256, the time and its "
+                                                 "claims in each results folder it names (commit that file).")
+    parser.add_argument("claims", help="the claims file (YAML; see analysis/published_claims.py)")
+    arguments = parser.parse_args(argv)
+    from . import registration
+
+    try:
+        done = registration.register(arguments.claims)
+    except (FileNotFoundError, ValueError) as error:
+        say(f"error: {error}", file=sys.stderr)
+        return 2
+    for file, what in done:
+        existing = tables.load_results(file.parent) if file.parent.is_dir() else None
+        runs = 0 if existing is None or existing.empty else len(tables.ok_runs(existing))
+        say(f"{file}: {what}; the folder holds {runs} successful run(s) already"
+            + (" (registered after the fact for those)" if runs else ""))
+    return 0
+
+
+def plan_main(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis plan",
+                                     description="What a study can resolve: from the runs in a folder (a pilot "
+                                                 "or a finished study), per task and configuration, the variance "
+                                                 "components and the seeds (or evaluation examples) needed.")
+    parser.add_argument("results", help="the results folder (its records and prediction sidecars)")
+    parser.add_argument("--compare", metavar="VARIANT", required=True, help="the reference variant (e.g. lora)")
+    parser.add_argument("--margin", type=positive(float), default=1.5,
+                        help="equivalence margin in points ×100 (default: 1.5)")
+    parser.add_argument("--difference", type=positive(float), default=None,
+                        help="the true difference to detect, in points ×100 (default: the margin)")
+    parser.add_argument("--split", default="validation", choices=list(comparison.RECORDED_SCORE),
+                        help="the split the comparisons score (default: validation)")
+    parser.add_argument("--family-size", type=positive(int), default=None,
+                        help="plan for a table of this many comparisons (default: the folder's own table)")
+    add_target_argument(parser)
+    arguments = parser.parse_args(argv)
+    from . import planning
+
+    try:
+        df = tables.load_results(arguments.results)
+        if df.empty:
+            raise ValueError(f"no result records (runs/*.json) found under {arguments.results}")
+        known = set(tables.ok_runs(df)["variant"])
+        if arguments.compare not in known:
+            raise ValueError(f"unknown --compare variant {arguments.compare!r}; the results hold "
+                             f"{tables.ordered_variants(tables.ok_runs(df)['variant'].dropna())}")
+        table = planning.plan(df, comparison.load_predictions(df), arguments.compare, margin=arguments.margin,
+                              difference=arguments.difference, split=arguments.split, target=arguments.target,
+                              family_size=arguments.family_size)
+    except (FileNotFoundError, ValueError) as error:
+        say(f"error: {error}", file=sys.stderr)
+        return 2
+    say(f"# What {arguments.results} can resolve against {arguments.compare} ({planning.plan_description(table)})\n")
+    say(tables.to_markdown(planning.format_plan(table)))
     return 0
 
 

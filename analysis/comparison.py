@@ -7,10 +7,13 @@
     fig = analysis.plot_differences(table)               # forest plot of the differences and their CIs
 
 ``compare`` gives one row per task and configuration (other than the reference): the difference to
-the reference ×100 with a 95 % interval from a paired hierarchical bootstrap (see
-``stats.paired_bootstrap``), its two-sided bootstrap p-value, Holm-adjusted over the whole table, a
-verdict, and collapse as its own endpoint (collapse rate with a Clopper–Pearson interval, means with
-and without collapsed runs). The statistics themselves are plain numpy in ``analysis.stats``.
+the reference ×100 with its 95 % interval and its family interval (the crossed seeds × examples
+variance components of ``stats.paired_difference``, for one target of inference: "new examples" or
+"this dev set"), its p-value, Bonferroni-adjusted over the table, the verdict read off the family
+interval by ``analysis.verdicts`` (the one rule set every command uses), and the two ways a run can
+fail as their own endpoints: runs that did not fit the training data and runs that did not
+generalise (each a count with a Clopper–Pearson interval), and the mean of the runs that fit. The
+statistics themselves are plain numpy in ``analysis.stats``.
 """
 from __future__ import annotations
 
@@ -22,15 +25,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import stats
+from . import stats, verdicts
 from .plots import config_label, variant_color
 from .tables import DEFAULT_RESULTS_DIR, RESULTS_DIR_VARIABLE, grouping_keys, sorted_rows, load_results, \
     ok_runs, ordered_tasks, format_number
 
 #: the columns of ``load_predictions`` before the logits
 PREDICTION_COLUMNS = ("study", "config_hash", "split", "example", "label", "prediction")
-#: verdicts ``compare`` gives
-VERDICTS = ("better", "worse", "equivalent", "not resolved", "no predictions", "not comparable")
+#: verdicts ``compare`` gives: those of ``verdicts.comparison_verdict``, and two that say why a row has none
+VERDICTS = (*verdicts.COMPARISON_VERDICTS, "no predictions", "not comparable")
+#: the two ways a run can fail, each counted on its own (``stats.did_not_fit``, ``stats.did_not_generalise``)
+FAILURES = ("did not fit", "did not generalise")
 #: the record's own score for a split, used where the run has no predictions
 RECORDED_SCORE = {"validation": "main_score", "selection": "selection_score"}
 
@@ -88,10 +93,10 @@ def _predictions_path(run) -> Path | None:
 
 # ------------------------------------------------------------------------------------------- compare
 def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str | dict,
-            split: str = "validation", margin: float = 1.5, n_boot: int = 4000, seed: int = 0,
-            by: list[str] | str | None = None, level: float = 0.95, method: str = "t") -> pd.DataFrame:
+            split: str = "validation", margin: float = 1.5, by: list[str] | str | None = None,
+            target: str = "new-examples", level: float = 0.95, alpha: float = verdicts.ALPHA) -> pd.DataFrame:
     """One row per (task, configuration that is not the reference): the paired difference to the
-    reference, in points (metric ×100).
+    reference, in points (metric ×100), and its verdict.
 
     ``reference``: a variant name, or a dict of column values that picks the reference cells (e.g.
     ``{"variant": "lora", "rank": 8}``; then the other cells of that variant are compared too).
@@ -101,30 +106,30 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     "not comparable" row that says which cells tie). Runs pair by seed; only seeds that both cells ran
     with predictions on ``split`` count (``n_seeds``), on the dev examples all of them share.
 
-    Columns: the cell's grouping values, ``task``, ``baseline`` (the cell's record field), ``reference`` (the reference cell's label),
-    ``metric``, ``n_seeds``, ``n_examples``, ``mean`` and ``mean_reference`` (×100, over all the cells'
-    ok runs), ``difference`` (mean over paired seeds of variant - reference, ×100), ``ci_low``,
-    ``ci_high`` (the ``level`` interval), ``p_value`` (two-sided, for "no difference"), ``p_holm``
-    (Holm over every row with a p-value), ``standard_error`` and ``degrees_of_freedom`` (of the "t" method,
-    ``stats.PairedBootstrap.t_parts``: ``stats.t_interval`` turns them into an interval at any level,
-    whatever ``method`` is), ``detectable`` (the smallest true difference the test would
-    find with 80 % power, ``stats.PairedBootstrap.detectable``), ``tost_equivalent`` (TOST within ±margin), ``verdict``,
-    ``runs``, ``collapsed`` (runs judged collapsed, of ``collapse_known`` that could be judged),
-    ``collapse_rate``, ``collapse_low``, ``collapse_high`` (Clopper–Pearson, ``level``),
-    ``mean_without_collapsed`` and ``note``.
+    ``target``: what the intervals are about (``stats.TARGETS``): "new-examples" (default; seeds and
+    dev examples both vary, as they would for new examples of the task) or "this-dev-set" (the dev
+    examples fixed, only seeds vary). The table is one family: with m rows that have a difference,
+    each row's family interval has level 1 - alpha / m, and its verdict is read off that interval
+    (``verdicts.comparison_verdict``, with the equivalence ``margin`` in points).
 
-    ``method="t"`` (default): interval = difference ± t quantile × standard error, the standard error
-    adding the seed-to-seed variance of the per-seed differences (/ seeds) and the bootstrap variance
-    over dev examples, with Welch–Satterthwaite degrees of freedom; the p-value is the matching
-    two-sided t p-value. ``method="percentile"``: the percentile interval of the hierarchical bootstrap
-    (seeds and examples resampled) and its two-sided bootstrap p-value (``stats.bootstrap_p_value``).
-    With 3-5 seeds the percentile interval is too narrow (see tests/test_stats.py), hence the default.
-
-    Verdict: "better" / "worse" when the interval excludes 0 and p_holm < 1 - level; else
-    "equivalent" when TOST at 1 - level per side puts the difference within ±``margin`` points (the
-    90 % interval inside ±margin); else "not resolved". "no predictions" / "not comparable" rows say
-    why in ``note``.
+    Columns: the cell's grouping values, ``task``, ``baseline`` (the cell's record field), ``reference``
+    (the reference cell's label), ``metric``, ``n_seeds``, ``n_examples``, ``mean`` and ``mean_reference``
+    (×100, over all the cells' ok runs), ``difference`` (mean over paired seeds of variant - reference,
+    ×100), ``ci_low``, ``ci_high`` (the ``level`` interval, for reading), ``family_low``, ``family_high``
+    (the family interval, for verdicts), ``p_value`` (two-sided t, for "no difference"), ``p_adjusted``
+    (Bonferroni: min(1, m · p); below alpha exactly when the family interval excludes 0),
+    ``standard_error``, ``share_seed``, ``share_example``, ``share_interaction`` (each variance
+    component's share of the "new examples" variance, ``stats.VarianceComponents.shares``),
+    ``detectable`` (the smallest true difference the family interval would exclude 0 for with 80 %
+    power), ``paired`` (the row's ``stats.PairedDifference`` in points: ``row.paired.interval(level,
+    target)`` gives its interval at any level, ``row.paired.components`` its variance components),
+    ``verdict``, ``runs``, then for
+    each way a run can fail (``did_not_fit``, ``did_not_generalise``): the count, ``..._known`` (runs that
+    could be judged), ``..._low`` and ``..._high`` (Clopper–Pearson, ``level``); ``mean_of_fitted`` (×100,
+    the runs that fit their training data, or could not be judged) and ``note``. The table's ``attrs``
+    hold ``family_size``, ``family_level``, ``target`` and the arguments.
     """
+    target = stats.target_of(target)
     runs = ok_runs(df)
     if runs.empty:
         raise ValueError("no successful runs (status == 'ok') to compare")
@@ -139,16 +144,23 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
         for cell in cells:
             if is_reference[cell.index].any():
                 continue
-            rows.append(_compare_cell(cell, references, keys, task, index, split, margin, n_boot, seed, level,
-                                      method))
+            rows.append(_compare_cell(cell, references, keys, task, index, split, target, level))
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError(f"nothing to compare with the reference {reference!r}: every successful run is "
                          f"a reference run")
-    table["p_holm"] = stats.holm(table["p_value"])
-    table["verdict"] = [_verdict(row, margin, level) for row in table.itertuples()]
-    table.attrs.update(reference=reference, split=split, margin=margin, level=level, n_boot=n_boot,
-                       method=method)
+    size = int(np.isfinite(table["difference"]).sum())
+    family = verdicts.family_level(size, alpha)
+    paired = [row if isinstance(row, stats.PairedDifference) else None for row in table["paired"]]
+    table["family_low"], table["family_high"] = zip(*(row.interval(family, target) if row else (np.nan, np.nan)
+                                                      for row in paired))
+    table["p_adjusted"] = np.minimum(1.0, size * table["p_value"])
+    table["detectable"] = [row.detectable(family, 0.8, target) if row else np.nan for row in paired]
+    table["verdict"] = [row.verdict if isinstance(row.verdict, str)
+                        else verdicts.comparison_verdict(row.family_low, row.family_high, margin)
+                        for row in table.itertuples()]
+    table.attrs.update(reference=reference, split=split, margin=margin, level=level, target=target,
+                       alpha=alpha, family_size=size, family_level=family)
     return table
 
 
@@ -196,17 +208,16 @@ class _PredictionIndex:
         return self.groups.get((run["study"], run["config_hash"]) if self.with_study else run["config_hash"])
 
 
-def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, seed, level, method) -> dict:
+def _compare_cell(cell, references, keys, task, index, split, target, level) -> dict:
     metric = _metric_of(cell)
     first = cell.iloc[0]
     row = {**{key: first[key] for key in keys}, "task": task, "baseline": bool(first.get("baseline", False)),
-           "reference": "–", "metric": metric,
-           "n_seeds": 0, "n_examples": 0, "mean": np.nan, "mean_reference": np.nan, "difference": np.nan,
-           "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "standard_error": np.nan,
-           "degrees_of_freedom": np.nan, "detectable": np.nan, "verdict": None, "tost_equivalent": False,
-           "note": ""}
-    scores, collapse = _run_scores(cell, metric, index, split)
-    row.update(_collapse_summary(scores, collapse, level))
+           "reference": "–", "metric": metric, "n_seeds": 0, "n_examples": 0, "mean": np.nan,
+           "mean_reference": np.nan, "difference": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+           "p_value": np.nan, "standard_error": np.nan, "share_seed": np.nan, "share_example": np.nan,
+           "share_interaction": np.nan, "paired": None, "verdict": None, "note": ""}
+    scores, failures = _run_scores(cell, metric, index, split)
+    row.update(_failure_summary(scores, failures, level))
     reference, why = _matching_reference(cell, references, keys)
     if reference is None:
         return {**row, "verdict": "not comparable", "note": why}
@@ -224,22 +235,21 @@ def _compare_cell(cell, references, keys, task, index, split, margin, n_boot, se
     if isinstance(paired[0], str):
         return {**row, "verdict": paired[0], "note": paired[1]}
     labels, variant, reference_predictions, row["note"] = paired
-    result = stats.paired_bootstrap(metric, labels, variant, reference_predictions, n_boot=n_boot,
-                                    seed=seed).scaled(100)
-    low, high = result.interval(level, method)
-    row["standard_error"], row["degrees_of_freedom"] = result.t_parts()
-    row.update(n_seeds=result.n_seeds, n_examples=len(labels), difference=result.difference, ci_low=low,
-               ci_high=high, p_value=result.p_value(method), detectable=result.detectable(level, method=method),
-               tost_equivalent=result.equivalent(margin, alpha=1 - level, method=method))
+    result = stats.paired_difference(metric, labels, variant, reference_predictions).scaled(100)
+    row.update({f"share_{name}": share for name, share in result.components.shares().items()})
+    row.update(n_seeds=result.n_seeds, n_examples=result.n_examples, difference=result.difference,
+               standard_error=result.standard_error(target), p_value=result.p_value(target), paired=result)
+    row["ci_low"], row["ci_high"] = result.interval(level, target)
     if result.n_seeds == 1:
         row["note"] = "; ".join(filter(None, [row["note"], "one paired seed: the interval leaves out "
-                                                            "seed-to-seed variation"]))
+                                                            "seed-to-seed variation" if target == "new-examples"
+                                              else "one paired seed: no interval for this dev set"]))
     return row
 
 
-def _run_scores(cell, metric, index, split) -> tuple[np.ndarray, np.ndarray]:
-    """Per run of ``cell``: its score on ``split`` (from its predictions, else its record) and whether
-    it collapsed (1, 0 or NaN)."""
+def _run_scores(cell, metric, index, split) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per run of ``cell``: its score on ``split`` (from its predictions, else its record), and for each
+    of ``FAILURES`` whether the run failed that way (1, 0 or NaN)."""
     scores, floors = [], []
     for _, run in cell.iterrows():
         predictions = index.get(run)
@@ -253,18 +263,21 @@ def _run_scores(cell, metric, index, split) -> tuple[np.ndarray, np.ndarray]:
             floors.append(stats.constant_score(metric) if metric in stats.LABEL_FREE_CONSTANT else np.nan)
     losses = [pd.to_numeric(cell[column], errors="coerce").to_numpy(float) if column in cell
               else np.full(len(cell), np.nan) for column in ("final_train_loss", "constant_train_loss")]
-    return np.array(scores, float), stats.collapsed(*losses, np.array(scores, float), np.array(floors, float))
+    scores = np.array(scores, float)
+    return scores, {"did not fit": stats.did_not_fit(*losses),
+                    "did not generalise": stats.did_not_generalise(scores, np.array(floors, float))}
 
 
-def _collapse_summary(scores, collapse, level) -> dict:
-    known = ~np.isnan(collapse)
-    count, trials = int(np.nansum(collapse)), int(known.sum())
-    low, high = stats.clopper_pearson(count, trials, level)
-    kept = scores[collapse != 1]  # runs not judged collapsed (those that cannot be judged stay)
-    return {"mean": 100 * np.nanmean(scores) if np.isfinite(scores).any() else np.nan, "runs": len(scores),
-            "collapsed": count, "collapse_known": trials,
-            "collapse_rate": count / trials if trials else np.nan, "collapse_low": low, "collapse_high": high,
-            "mean_without_collapsed": 100 * np.nanmean(kept) if np.isfinite(kept).any() else np.nan}
+def _failure_summary(scores, failures, level) -> dict:
+    summary = {"mean": 100 * np.nanmean(scores) if np.isfinite(scores).any() else np.nan, "runs": len(scores)}
+    for name, failed in failures.items():
+        column = name.replace(" ", "_")
+        count, trials = int(np.nansum(failed)), int((~np.isnan(failed)).sum())
+        low, high = stats.clopper_pearson(count, trials, level)
+        summary.update({column: count, f"{column}_known": trials, f"{column}_low": low, f"{column}_high": high})
+    fitted = scores[failures["did not fit"] != 1]  # runs that fit (those that cannot be judged stay)
+    summary["mean_of_fitted"] = 100 * np.nanmean(fitted) if np.isfinite(fitted).any() else np.nan
+    return summary
 
 
 def _matching_reference(cell, references, keys):
@@ -350,16 +363,19 @@ def _as_arrays(metric, predictions: pd.DataFrame):
     return labels, predicted
 
 
-def collapse_table(df: pd.DataFrame, predictions: pd.DataFrame | None = None, by: list[str] | str | None = None,
-                   split: str = "validation") -> pd.DataFrame:
-    """How many runs of each cell collapsed: one row per configuration (``by``, default
-    ``default_grouping(df)``, the rows of the results table), one column per task, cells ``"1/5"``
-    (collapsed / runs that could be judged, ``stats.collapsed``: final training loss not below the
-    constant predictor's, or a score on ``split`` no better than it; "–" where none could be judged).
-    Scores come from ``predictions`` where a run has them, else from its record."""
+def failure_table(df: pd.DataFrame, predictions: pd.DataFrame | None = None, failure: str = "did not fit",
+                  by: list[str] | str | None = None, split: str = "validation") -> pd.DataFrame:
+    """How many runs of each cell failed one way (``failure``, one of ``FAILURES``): "did not fit" (final
+    training loss not below the constant predictor's, ``stats.did_not_fit``) or "did not generalise"
+    (a score on ``split`` no better than the best constant prediction's, ``stats.did_not_generalise``).
+    One row per configuration (``by``, default ``default_grouping(df)``, the rows of the results table),
+    one column per task, cells ``"1/5"`` (runs that failed / runs that could be judged; "–" where none
+    could be judged). Scores come from ``predictions`` where a run has them, else from its record."""
+    if failure not in FAILURES:
+        raise ValueError(f"unknown failure {failure!r}; choose one of {list(FAILURES)}")
     runs = ok_runs(df)
     if runs.empty:
-        raise ValueError("no successful runs (status == 'ok') to count collapses in")
+        raise ValueError("no successful runs (status == 'ok') to count failures in")
     keys = grouping_keys(df, by)
     index = _PredictionIndex(predictions, split)
     rows = {}
@@ -367,10 +383,10 @@ def collapse_table(df: pd.DataFrame, predictions: pd.DataFrame | None = None, by
         task_runs = runs[runs["task"] == task]
         for values, cell in sorted_rows(task_runs, keys, runs).groupby(keys, dropna=False, sort=False):
             values = values if isinstance(values, tuple) else (values,)
-            _, collapse = _run_scores(cell, _metric_of(cell), index, split)
-            known = ~np.isnan(collapse)
+            failed = _run_scores(cell, _metric_of(cell), index, split)[1][failure]
+            known = ~np.isnan(failed)
             row = rows.setdefault(values, {key: _plain(value) for key, value in zip(keys, values)})
-            row[task] = f"{int(np.nansum(collapse))}/{int(known.sum())}" if known.any() else "–"
+            row[task] = f"{int(np.nansum(failed))}/{int(known.sum())}" if known.any() else "–"
     table = sorted_rows(pd.DataFrame(list(rows.values())), keys, runs).reset_index(drop=True)
     return table.fillna("–")
 
@@ -380,45 +396,72 @@ def _metric_of(cell) -> str:
     return stats.metric_of(str(recorded.iloc[0]) if not recorded.empty else "accuracy")
 
 
-def _verdict(row, margin, level) -> str:
-    if isinstance(row.verdict, str):
-        return row.verdict
-    excludes_zero = row.ci_low > 0 or row.ci_high < 0
-    if excludes_zero and row.p_holm < 1 - level:
-        return "better" if row.difference > 0 else "worse"
-    if row.tost_equivalent:
-        return "equivalent"
-    return "not resolved"
-
-
 # ------------------------------------------------------------------------------------------ displaying
+def grouping_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of ``compare``'s table that name a configuration (its grouping keys)."""
+    return [c for c in table.columns if c not in _COMPARE_COLUMNS]
+
+
 def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
     """``compare``'s table for reading: one text column per quantity, numbers rounded."""
-    keys = [c for c in table.columns if c not in _COMPARE_COLUMNS]
+    keys = grouping_columns(table)
     level = table.attrs.get("level", 0.95)
+    family = table.attrs.get("family_level", np.nan)
     rows = []
     for _, row in table.iterrows():
         rows.append({
             "task": row["task"], "configuration": config_label(row, keys) if keys else "", "vs": row["reference"],
             "seeds": int(row["n_seeds"]),
-            f"Δ ×100 [{100 * level:g} % CI]": "–" if np.isnan(row["difference"]) else
-            f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
-            "p": format_p_value(row["p_value"]), "p (Holm)": format_p_value(row["p_holm"]),
-            "verdict": row["verdict"],
-            "detectable (80 % power)": format_number(row["detectable"], 1),
-            "collapsed [CP CI]": "–" if not row["collapse_known"] else
-            f"{row['collapsed']}/{row['collapse_known']} [{row['collapse_low']:.2f}, {row['collapse_high']:.2f}]",
-            "mean": format_number(row["mean"], 1),
-            "mean w/o collapsed": format_number(row["mean_without_collapsed"], 1),
+            f"Δ ×100 [{100 * level:g} % CI]": _interval_text(row["difference"], row["ci_low"], row["ci_high"]),
+            f"family CI ({format_number(100 * family, 2)} %)": _interval_text(np.nan, row["family_low"],
+                                                                             row["family_high"]),
+            "p": format_p_value(row["p_value"]), "p (adj.)": format_p_value(row["p_adjusted"]),
+            "verdict": row["verdict"], "detectable (80 % power)": format_number(row["detectable"], 1),
+            "seed / example / interaction %": _shares_text(row),
+            **{f"{name} [CP CI]": _failure_text(row, name) for name in FAILURES},
+            "mean": format_number(row["mean"], 1), "mean of runs that fit": format_number(row["mean_of_fitted"], 1),
             "reference mean": format_number(row["mean_reference"], 1), "note": row["note"] or ""})
     return pd.DataFrame(rows)
 
 
+def _interval_text(centre, low, high) -> str:
+    """'+1.2 [-0.3, +2.7]', or '[-0.3, +2.7]' without a centre; '–' when the interval is missing."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "–" if not np.isfinite(centre) else f"{centre:+.1f}"
+    bounds = f"[{low:+.1f}, {high:+.1f}]"
+    return bounds if not np.isfinite(centre) else f"{centre:+.1f} {bounds}"
+
+
+def _shares_text(row) -> str:
+    shares = [row[f"share_{name}"] for name in ("seed", "example", "interaction")]
+    return "–" if not np.isfinite(shares).all() else " / ".join(f"{100 * share:.0f}" for share in shares)
+
+
+def _failure_text(row, name) -> str:
+    column = name.replace(" ", "_")
+    if not row[f"{column}_known"]:
+        return "–"
+    return (f"{row[column]}/{row[f'{column}_known']} "
+            f"[{row[f'{column}_low']:.2f}, {row[f'{column}_high']:.2f}]")
+
+
+def table_description(table: pd.DataFrame) -> str:
+    """One sentence that says what ``compare``'s table is: split, target, family and margin."""
+    attrs = table.attrs
+    target = stats.TARGET_NAMES.get(attrs.get("target"), attrs.get("target"))
+    return (f"on {attrs.get('split', 'validation')}, target of inference: {target}; one family of "
+            f"{attrs.get('family_size')} comparisons, each family interval at "
+            f"{format_number(100 * attrs.get('family_level', np.nan), 2)} % (Bonferroni, "
+            f"{100 * attrs.get('alpha', verdicts.ALPHA):g} % family-wise), every verdict read off it; "
+            f"equivalence margin ±{attrs.get('margin', 1.5):g}")
+
+
 _COMPARE_COLUMNS = ("task", "baseline", "reference", "metric", "n_seeds", "n_examples", "mean",
-                    "mean_reference", "difference", "ci_low", "ci_high", "p_value", "p_holm", "standard_error",
-                    "degrees_of_freedom", "detectable", "verdict", "runs", "collapsed",
-                    "collapse_known", "collapse_rate", "collapse_low", "collapse_high",
-                    "mean_without_collapsed", "tost_equivalent", "note")
+                    "mean_reference", "difference", "ci_low", "ci_high", "family_low", "family_high", "p_value",
+                    "p_adjusted", "standard_error", "share_seed", "share_example",
+                    "share_interaction", "paired", "detectable", "verdict", "runs",
+                    *(f"{name.replace(' ', '_')}{suffix}" for name in FAILURES
+                      for suffix in ("", "_known", "_low", "_high")), "mean_of_fitted", "note")
 
 
 def format_p_value(value) -> str:
@@ -435,17 +478,19 @@ def plot_differences(table: pd.DataFrame, margin: float | None = None) -> Figure
     if shown.empty:
         raise NoDataError("no comparison with predictions to draw (every row lacks a paired difference)")
     margin = table.attrs.get("margin", 1.5) if margin is None else margin
-    keys = [c for c in table.columns if c not in _COMPARE_COLUMNS]
+    keys = grouping_columns(table)
     labels = [f"{row['task']}: {config_label(row, keys)}" for _, row in shown.iterrows()]
     fig, (ax,) = new_figure(width=8.0, height=1.8 + 0.32 * len(shown))
     positions = np.arange(len(shown))[::-1]
     ax.axvspan(-margin, margin, color="0.9", zorder=0, label=f"±{margin:g} (equivalence margin)")
     ax.axvline(0, color="0.3", linewidth=1)
+    family = table.attrs.get("family_level", np.nan)
     for position, (_, row) in zip(positions, shown.iterrows()):
         color = variant_color(row["variant"]) if "variant" in row else "C0"
+        ax.hlines(position, row["family_low"], row["family_high"], color=color, linewidth=0.8, gid="family")
         ax.errorbar(row["difference"], position, xerr=[[row["difference"] - row["ci_low"]],
                                                        [row["ci_high"] - row["difference"]]],
-                    fmt="o", color=color, capsize=3)
+                    fmt="o", color=color, capsize=3, elinewidth=2.2)
     ax.set_yticks(positions, labels, fontsize=8)
     ax.grid(False)
     ax.grid(True, axis="x", alpha=0.3)
@@ -453,7 +498,10 @@ def plot_differences(table: pd.DataFrame, margin: float | None = None) -> Figure
     if not isinstance(reference, str):
         reference = table["reference"].iloc[0] if table["reference"].nunique() == 1 else "the reference"
     level = table.attrs.get("level", 0.95)
-    ax.set_xlabel(f"difference to {reference} ×100 (paired bootstrap, {100 * level:g} % CI)")
+    target = stats.TARGET_NAMES.get(table.attrs.get("target"), "new examples")
+    ax.set_xlabel(f"difference to {reference} ×100: {100 * level:g} % CI (thick), family CI "
+                  f"{format_number(100 * family, 2)} % (thin, the verdicts')")
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(f"Paired differences to {reference} (n_boot = {table.attrs.get('n_boot', '?')})", fontsize=10)
+    ax.set_title(f"Paired differences to {reference}, target: {target} (family of "
+                 f"{table.attrs.get('family_size', '?')}, Bonferroni)", fontsize=10)
     return fig

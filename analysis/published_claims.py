@@ -1,6 +1,7 @@
 """Published claims, tested on a study's records: "confirmed", "refuted" or "not resolved at this power".
 
-    python -m analysis claims results/second_edition/published_claims.yaml
+    python -m analysis claims results/second_edition/published_claims.yaml [--target this-dev-set]
+    python -m analysis claims register results/second_edition/published_claims.yaml
 
 The claims file (YAML) names each claim, its source, which results folder tests it (relative to the
 file), the two configurations it compares and how::
@@ -15,29 +16,32 @@ file), the two configurations it compares and how::
         reference: full
         test: equivalent          # equivalent | better | non-inferior
 
-Each claim is one ``analysis.compare`` per task (paired differences variant - reference with 95 % t
-intervals from the paired hierarchical bootstrap; its 90 % and refutation intervals are t intervals at
-those levels from the same standard error and degrees of freedom, ``stats.t_interval``), judged per task:
+Each claim is judged per task on the rows of ``analysis.compare``'s table that compare its two
+configurations: the table of every configuration in the claim's results folder against the claim's
+reference, on the claim's split, for the target of inference chosen (``--target``: "new examples", the
+default, or "this dev set"). That is the table ``python -m analysis FOLDER --compare REFERENCE`` prints
+(for a reference given by column values, ``analysis.compare(..., reference={...})``): the same family,
+the same family interval (level 1 - 0.05 / m over its m rows) and one rule set, ``analysis.verdicts``.
+A task's verdict is ``verdicts.claim_verdict`` of that row's family interval:
 
-- ``better`` (variant > reference): confirmed when the 95 % interval lies above 0 and the p-value,
-  Holm-adjusted over every ``better`` row of the claims table, is below 0.05; refuted when the interval
-  lies below 0 and that Holm-adjusted p-value is below 0.05 (the variant is worse: ``--compare``'s
-  "worse"); otherwise not resolved.
-- ``equivalent`` (variant ≈ reference): confirmed when the 90 % interval lies inside ±margin (TOST at
-  5 % per side); refuted when the refutation interval lies wholly outside ±margin; otherwise not
-  resolved.
-- ``non-inferior`` (variant ≥ reference - margin): confirmed when the 95 % interval lies above -margin;
-  refuted when the refutation interval lies below -margin; otherwise not resolved.
+- ``better`` (variant > reference): confirmed when the interval lies above 0, refuted when it lies
+  below 0 (the row ``--compare`` calls "worse");
+- ``equivalent`` (variant ≈ reference): confirmed when the interval lies inside ±margin, refuted when it
+  lies wholly beyond it;
+- ``non-inferior`` (variant ≥ reference - margin): confirmed when the interval lies above -margin,
+  refuted when it lies below -margin.
 
-A claim is confirmed when it is confirmed on every task it was tested on, refuted when it is refuted on
-at least one, and otherwise "not resolved at this power"; ``detectable`` is the largest over its tasks
-of the smallest true difference its test would find with 80 % power.
+So a claims row cannot contradict its ``--compare`` row: what ``--compare`` calls equivalent is
+non-inferior here too. A claim is confirmed when it is confirmed on every task it was tested on,
+refuted when it is refuted on at least one, and otherwise "not resolved at this power"; every
+statement of the family holds its family-wise error at 5 %, so these claim verdicts do too.
+``detectable`` is the largest over its tasks of the smallest true difference its family interval would
+find with 80 % power.
 
-A refutation meets the same bar as a confirmation. Confirming a claim needs every task, so each task's
-95 % interval keeps the claim's error at 5 %; refuting it needs only one task of m, so a refutation is
-judged at the Bonferroni level 1 - 0.05/m (the "refutation interval", e.g. 99 % over five tasks;
-the first step of Holm, so "refuted on at least one task" keeps the claim's error at 5 %), and a
-``better`` claim is refuted only by the same Holm-adjusted p-value that confirms one.
+Registration (``analysis.registration``): ``claims register`` records the file's sha256, the time and
+its claims in each results folder it names; from then on the claims command says for each claim
+whether it is registered, how many of the runs it uses were made before that (all of them: registered
+after the fact), and whether the file changed since (claims added, tests edited, claims removed).
 
 The claims file may also list published dev scores of other checkpoints, to judge the recipe by its
 baseline (``published_scores_table``)::
@@ -59,17 +63,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import stats
-from .comparison import compare, format_p_value, load_predictions, rows_matching
+from . import registration, stats, verdicts
+from .comparison import compare, format_p_value, grouping_columns, load_predictions, rows_matching
 from .plots import config_label
 from .tables import default_grouping, format_number, load_results, ok_runs, ordered_tasks
 
 #: how a claim compares its two configurations
-TESTS = ("better", "equivalent", "non-inferior")
+TESTS = verdicts.TESTS
 #: the keys a claim may hold, and those it must
 CLAIM_KEYS = ("claim", "source", "results", "variant", "reference", "test", "margin", "split")
 REQUIRED_KEYS = ("claim", "source", "results", "variant", "reference", "test")
-LEVEL = 0.95
 #: the keys of a claims file's ``published_scores`` section, and of each of its checkpoints
 PUBLISHED_KEYS = ("results", "variant", "checkpoints")
 CHECKPOINT_KEYS = ("model", "source", "scores")
@@ -110,18 +113,19 @@ def _read_yaml(path: Path):
         raise ValueError(f"{path} is not valid YAML: {error}") from error
 
 
-def check_claims(path: str | os.PathLike, n_boot: int = 4000, seed: int = 0) -> pd.DataFrame:
+def check_claims(path: str | os.PathLike, target: str = "new-examples") -> pd.DataFrame:
     """One row per (claim, task, compared configuration): the paired difference and the verdict.
 
     Columns: ``claim``, ``source``, ``test``, ``margin``, ``task``, ``configuration``, ``vs``,
-    ``n_seeds``, ``difference``, ``ci_low``, ``ci_high`` (95 %), ``ci90_low``, ``ci90_high``,
-    ``refutation_level``, ``refutation_low``, ``refutation_high`` (the Bonferroni interval over the
-    claim's tasks), ``p_value`` (two-sided, no difference), ``p_holm`` (``better`` rows only), ``detectable``,
-    ``params_ratio`` (median trainable parameters of the reference over the variant's), ``verdict``
-    and ``note``."""
+    ``n_seeds``, ``difference``, ``ci_low``, ``ci_high`` (95 %, for reading), ``family_size``,
+    ``family_level``, ``family_low``, ``family_high`` (the interval the verdict reads), ``p_value``
+    (two-sided, no difference), ``p_adjusted`` (Bonferroni over the family), ``detectable``,
+    ``params_ratio`` (median trainable parameters of the reference over the variant's), ``verdict``,
+    ``note``, and the claim's registration (``registration.claim_status``): ``registered``,
+    ``runs_used``, ``runs_before_registration``, ``since_registration``."""
+    target = stats.target_of(target)
     claims, base = load_claims(path)
-    loaded = {}
-    rows = []
+    loaded, families, rows = {}, {}, []
     for claim in claims:
         folder = base / claim["results"]
         if folder not in loaded:
@@ -129,55 +133,76 @@ def check_claims(path: str | os.PathLike, n_boot: int = 4000, seed: int = 0) -> 
             loaded[folder] = (df, load_predictions(df) if not ok_runs(df).empty else None)
         df, predictions = loaded[folder]
         if predictions is None:  # a stage not run yet (or a misspelt folder: the note names it)
-            rows.append({**_row(claim), "verdict": "not tested", "note": f"no successful records under {folder}"})
-            continue
-        rows += _claim_rows(claim, df, predictions, n_boot, seed)
+            claim_rows = [{**_row(claim), "verdict": "not tested", "note": f"no successful records under {folder}"}]
+            runs = pd.DataFrame({"task": [], "timestamp": []})
+        else:
+            runs = ok_runs(df)
+            family = _family(claim, claims, base, runs, predictions, target, families)
+            claim_rows = _claim_rows(claim, family, runs)
+        status = registration.claim_status(path, claim, _runs_used(claim, runs, claim_rows))
+        rows += [{**row, **status} for row in claim_rows]
     table = pd.DataFrame(rows)
-    better = table["test"] == "better"
-    table["p_holm"] = np.nan
-    table.loc[better, "p_holm"] = stats.holm(table.loc[better, "p_value"])
-    table["verdict"] = [row.verdict if isinstance(row.verdict, str)  # "not tested"
-                        else task_verdict(row.test, row.margin, (row.ci_low, row.ci_high),
-                                          (row.ci90_low, row.ci90_high),
-                                          (row.refutation_low, row.refutation_high), row.p_holm)
-                        for row in table.itertuples()]
+    table.attrs["target"] = target
     return table
 
 
-def _claim_rows(claim, df, predictions, n_boot, seed) -> list[dict]:
-    reference = claim["reference"]
-    runs = ok_runs(df)
-    variant_mask, reference_mask = _matches(runs, claim["variant"]), _matches(runs, reference)
-    if not variant_mask.any() or not reference_mask.any():
-        name = "variant" if not variant_mask.any() else "reference"
-        raise ValueError(f"claim {claim['claim']!r}: no successful run matches its {name} {claim[name]!r}")
-    compared = runs[variant_mask | reference_mask]
-    named = [key for spec in (claim["variant"], reference) if isinstance(spec, dict) for key in spec]
-    by = list(dict.fromkeys([*default_grouping(compared), *named]))  # the named settings label the rows
-    table = compare(compared, predictions, reference=reference, split=claim["split"], margin=claim["margin"],
-                    n_boot=n_boot, seed=seed, level=LEVEL, by=by)
-    table = table[_matches(table, claim["variant"])]
-    tasks = int(np.isfinite(table["difference"]).sum())
-    refutation_level = 1 - (1 - LEVEL) / max(tasks, 1)  # Bonferroni over the claim's tasks
+def _family(claim, claims, base, runs, predictions, target, families) -> pd.DataFrame:
+    """The ``compare`` table a claim's rows come from: every configuration of its results folder against
+    its reference, on its split, for ``target``; one per (folder, reference, split), shared by the
+    claims that name it (their named settings label its rows)."""
+    def key(of):
+        return base / of["results"], _spec_key(of["reference"]), of["split"]
+
+    if key(claim) not in families:
+        for spec in (claim["variant"], claim["reference"]):
+            if not _matches(runs, spec).any():
+                name = "variant" if spec is claim["variant"] else "reference"
+                raise ValueError(f"claim {claim['claim']!r}: no successful run matches its {name} {spec!r}")
+        sharing = [other for other in claims if key(other) == key(claim)]
+        named = [name for other in sharing for spec in (other["variant"], other["reference"])
+                 if isinstance(spec, dict) for name in spec]
+        by = list(dict.fromkeys([*default_grouping(runs), *named]))
+        families[key(claim)] = compare(runs, predictions, reference=claim["reference"], split=claim["split"],
+                                margin=claim["margin"], by=by, target=target)
+    return families[key(claim)]
+
+
+def _spec_key(spec) -> str:
+    return spec if isinstance(spec, str) else repr(sorted(spec.items()))
+
+
+def _claim_rows(claim, family, runs) -> list[dict]:
+    table = family[_matches(family, claim["variant"])]
+    variant_mask, reference_mask = _matches(runs, claim["variant"]), _matches(runs, claim["reference"])
+    keys = grouping_columns(family)
     rows = []
     for _, row in table.iterrows():
-        has_difference = np.isfinite(row["difference"])
-        t_parts = row["difference"], row["standard_error"], row["degrees_of_freedom"]
-        ci90, refute = (stats.t_interval(*t_parts, level) for level in (2 * LEVEL - 1, refutation_level))
         on_task = runs["task"] == row["task"]
         params = [runs.loc[mask & on_task, "trainable_params"].median() for mask in (reference_mask, variant_mask)]
-        rows.append({**_row(claim), "task": row["task"], "configuration": config_label(row, by),
+        tested = np.isfinite(row["difference"])
+        rows.append({**_row(claim), "task": row["task"], "configuration": config_label(row, keys),
                      "vs": row["reference"], "n_seeds": row["n_seeds"], "difference": row["difference"],
-                     "ci_low": row["ci_low"], "ci_high": row["ci_high"], "ci90_low": ci90[0],
-                     "ci90_high": ci90[1], "refutation_level": refutation_level,
-                     "refutation_low": refute[0], "refutation_high": refute[1],
-                     "p_value": row["p_value"], "detectable": row["detectable"],
+                     "ci_low": row["ci_low"], "ci_high": row["ci_high"], "family_size": family.attrs["family_size"],
+                     "family_level": family.attrs["family_level"], "family_low": row["family_low"],
+                     "family_high": row["family_high"], "p_value": row["p_value"], "p_adjusted": row["p_adjusted"],
+                     "detectable": row["detectable"],
                      "params_ratio": params[0] / params[1] if params[1] else np.nan,
-                     "verdict": None if has_difference else "not tested", "note": row["note"]})
+                     "verdict": verdicts.claim_verdict(claim["test"], row["family_low"], row["family_high"],
+                                                       claim["margin"]) if tested else "not tested",
+                     "note": row["note"]})
     if not rows:
         raise ValueError(f"claim {claim['claim']!r}: nothing to compare (no task holds both "
-                         f"{claim['variant']!r} and {reference!r})")
+                         f"{claim['variant']!r} and {claim['reference']!r})")
     return rows
+
+
+def _runs_used(claim, runs, claim_rows) -> pd.DataFrame:
+    """The ok runs a claim's verdicts rest on: its two configurations' runs on the tasks it was tested on."""
+    tested = {row["task"] for row in claim_rows if row["verdict"] != "not tested"}
+    if runs.empty or not tested:
+        return runs.iloc[:0]
+    mask = (_matches(runs, claim["variant"]) | _matches(runs, claim["reference"])) & runs["task"].isin(tested)
+    return runs[mask]
 
 
 def _row(claim) -> dict:
@@ -187,39 +212,19 @@ def _row(claim) -> dict:
             "task": "–", "configuration": spec if isinstance(spec, str) else config_label(spec, list(spec)),
             "vs": claim["reference"] if isinstance(claim["reference"], str)
             else config_label(claim["reference"], list(claim["reference"])),
-            "n_seeds": 0, "difference": np.nan, "ci_low": np.nan, "ci_high": np.nan, "ci90_low": np.nan,
-            "ci90_high": np.nan, "refutation_level": np.nan, "refutation_low": np.nan, "refutation_high": np.nan,
-            "p_value": np.nan, "detectable": np.nan, "params_ratio": np.nan,
-            "verdict": None, "note": ""}
-
-
-def task_verdict(test: str, margin: float, ci95: tuple[float, float], ci90: tuple[float, float],
-                 refutation: tuple[float, float], p_holm: float) -> str:
-    """One task's verdict on a claim from its 95 %, 90 % and refutation intervals (low, high) and its
-    Holm-adjusted p-value (see the module docstring)."""
-    if test == "better":
-        significant = p_holm < 1 - LEVEL
-        if ci95[0] > 0 and significant:
-            return "confirmed"
-        return "refuted" if ci95[1] < 0 and significant else "not resolved"
-    if test == "equivalent":
-        if -margin < ci90[0] and ci90[1] < margin:
-            return "confirmed"
-        return "refuted" if refutation[0] > margin or refutation[1] < -margin else "not resolved"
-    if test == "non-inferior":
-        if ci95[0] > -margin:
-            return "confirmed"
-        return "refuted" if refutation[1] < -margin else "not resolved"
-    raise ValueError(f"unknown test {test!r}; choose among {list(TESTS)}")
+            "n_seeds": 0, "difference": np.nan, "ci_low": np.nan, "ci_high": np.nan, "family_size": 0,
+            "family_level": np.nan, "family_low": np.nan, "family_high": np.nan, "p_value": np.nan,
+            "p_adjusted": np.nan, "detectable": np.nan, "params_ratio": np.nan, "verdict": None, "note": ""}
 
 
 def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: its overall verdict, how its tasks went, and the largest detectable difference."""
+    """One row per claim: its overall verdict, how its tasks went, the largest detectable difference,
+    and its registration (when the table holds it)."""
     rows = []
     for claim, rows_of_claim in table.groupby("claim", sort=False):
-        verdicts = rows_of_claim["verdict"]
-        tested = verdicts[verdicts != "not tested"]
-        refuted = rows_of_claim.loc[verdicts == "refuted", "task"].tolist()
+        verdicts_ = rows_of_claim["verdict"]
+        tested = verdicts_[verdicts_ != "not tested"]
+        refuted = rows_of_claim.loc[verdicts_ == "refuted", "task"].tolist()
         if tested.empty:
             overall = "not tested"
         elif refuted:
@@ -228,36 +233,37 @@ def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
             overall = "confirmed"
         else:
             overall = "not resolved at this power"
-        counts = ", ".join(f"{(verdicts == v).sum()} {v}" for v in ("confirmed", "refuted", "not resolved",
-                                                                     "not tested") if (verdicts == v).any())
+        counts = ", ".join(f"{(verdicts_ == v).sum()} {v}" for v in ("confirmed", "refuted", "not resolved",
+                                                                      "not tested") if (verdicts_ == v).any())
         first = rows_of_claim.iloc[0]
         symbol = {"better": ">", "equivalent": "≈", "non-inferior": "≥"}[first["test"]]
-        rows.append({"claim": claim, "source": first["source"],
-                     "tested as": f"{first['configuration']} {symbol} {first['vs']}"
-                                  + ("" if first["test"] == "better" else f" (margin ±{first['margin']:g})"),
-                     "verdict": overall, "tasks": counts,
-                     "refuted on": ", ".join(refuted) or "–",
-                     "detectable (80 % power)": format_number(rows_of_claim["detectable"].max(), 1),
-                     "params ratio": format_number(rows_of_claim["params_ratio"].median(), 1)})
+        row = {"claim": claim, "source": first["source"],
+               "tested as": f"{first['configuration']} {symbol} {first['vs']}"
+                            + ("" if first["test"] == "better" else f" (margin ±{first['margin']:g})"),
+               "verdict": overall, "tasks": counts, "refuted on": ", ".join(refuted) or "–",
+               "detectable (80 % power)": format_number(rows_of_claim["detectable"].max(), 1),
+               "params ratio": format_number(rows_of_claim["params_ratio"].median(), 1)}
+        if "registered" in first:
+            row.update({"registered": first["registered"],
+                        "runs made before registration": first["runs_before_registration"],
+                        "since registration": first["since_registration"]})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def format_claims(table: pd.DataFrame) -> pd.DataFrame:
-    """``check_claims``'s table for reading: one line per (claim, task). The refutation interval is shown
-    for the margin tests; a ``better`` claim is refuted by its Holm-adjusted p-value instead."""
+    """``check_claims``'s table for reading: one line per (claim, task)."""
     rows = []
     for _, row in table.iterrows():
+        tested = np.isfinite(row["difference"])
         rows.append({"claim": row["claim"], "task": row["task"],
                      "compared": f"{row['configuration']} vs {row['vs']}", "seeds": int(row["n_seeds"]),
-                     "Δ ×100 [95 % CI]": "–" if not np.isfinite(row["difference"]) else
+                     "Δ ×100 [95 % CI]": "–" if not tested else
                      f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
-                     "90 % CI": "–" if not np.isfinite(row["ci90_low"]) else
-                     f"[{row['ci90_low']:+.1f}, {row['ci90_high']:+.1f}]",
-                     "refutation CI (Bonferroni)": "–" if row["test"] == "better"
-                     or not np.isfinite(row["refutation_low"]) else
-                     f"{format_number(100 * row['refutation_level'], 1)} %: "
-                     f"[{row['refutation_low']:+.1f}, {row['refutation_high']:+.1f}]",
-                     "p (Holm)": format_p_value(row["p_holm"]),
+                     "family CI (level, of m)": "–" if not tested else
+                     f"[{row['family_low']:+.1f}, {row['family_high']:+.1f}] "
+                     f"({format_number(100 * row['family_level'], 2)} %, of {row['family_size']})",
+                     "p (adj.)": format_p_value(row["p_adjusted"]),
                      "detectable": format_number(row["detectable"], 1), "verdict": row["verdict"],
                      "note": row["note"] if isinstance(row["note"], str) else ""})
     return pd.DataFrame(rows)

@@ -7,10 +7,11 @@
 
 It holds the variant x task table (mean ± std over seeds, recomputed in the page for the runs the
 task / model / experiment filters keep, also set from the address: ``report.html#task=mrpc``; click a
-header to sort), the paired comparison when one is given (``comparison=``, a DataFrame as
-``analysis.compare`` returns it), metric vs trainable parameters with the Pareto front, time and memory
-per variant, learning curves, the environment the runs were made in, and every run with its full config
-and provenance on demand. The plots are plotly figures;
+header to sort), the runs that did not fit and did not generalise, the paired comparison when one is
+given (``comparison=``, a DataFrame as ``analysis.compare`` returns it; its target of inference and
+family named), metric vs trainable parameters with the Pareto front, the tuning sensitivity of a tuning
+folder, time and memory per variant, learning curves, the environment the runs were made in, and every
+run with its full config and provenance on demand. The plots are plotly figures;
 plotly's JavaScript is inlined once, so the file is about 5 MB.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plots, tables
+from . import comparison as comparisons
+from . import plots, tables, tuning
 from .comparison import format_comparison
 
 SCALE = 100  # scores are shown ×100, as in the tables
@@ -53,8 +55,10 @@ def build_report(df: pd.DataFrame, comparison: pd.DataFrame | None = None, title
         "<h2>Main metric per task</h2>",
         "<p>Mean ± std over seeds of the runs the filters keep (click a header to sort).</p>",
         '<table id="summary" class="sortable"><thead></thead><tbody></tbody></table>',
+        _failure_section(df),
         _comparison_section(comparison),
         *(_task_section(df, task, rows) for task in tasks),
+        _tuning_section(df),
         _cost_section(ok, rows),
         _environment_section(df),
         _runs_section(df, rows),
@@ -150,6 +154,22 @@ def _filters(df: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------------------------------- sections
+def _failure_section(df: pd.DataFrame) -> str:
+    """The two ways a run can fail, each counted per cell (``comparison.failure_table``)."""
+    ok = tables.ok_runs(df)
+    if ok.empty:
+        return ""
+    predictions = comparisons.load_predictions(df)
+    parts = []
+    for failure, why in (("did not fit", "final training loss not below the constant predictor's"),
+                         ("did not generalise", "dev score no better than the best constant prediction's")):
+        counts = comparisons.failure_table(df, predictions, failure)
+        if (counts[tables.ordered_tasks(ok["task"].dropna())] != "–").to_numpy().any():
+            parts.append(f"<h3>Runs that {failure}</h3><p>Per cell, runs that {failure} ({why}) of those that "
+                         f"could be judged.</p>" + _html_table(counts, f"failures-{failure.replace(' ', '-')}"))
+    return ("<h2>Runs that did not fit, runs that did not generalise</h2>" + "".join(parts)) if parts else ""
+
+
 def _comparison_section(comparison: pd.DataFrame | None) -> str:
     """``comparison``: analysis.compare's table (shown through format_comparison), or a table already
     formatted for reading."""
@@ -157,14 +177,39 @@ def _comparison_section(comparison: pd.DataFrame | None) -> str:
         return ""
     reference = comparison.attrs.get("reference")
     level = comparison.attrs.get("level", 0.95)
+    described = comparisons.table_description(comparison) if "family_level" in comparison.attrs else ""
     if "difference" in comparison:
         comparison = format_comparison(comparison)
     heading = f"Paired comparison against {_escape(reference)}" if reference else "Paired comparison"
     return (f"<h2>{heading}</h2><p>Per task, each configuration against the reference on the same dev "
             f"examples, paired by seed: the difference ×100 of the main metric with its {100 * level:g} % "
-            "confidence interval, p-values raw and Holm-corrected, and the verdict (better/worse only when "
-            "the interval excludes 0; equivalent only within the stated margin).</p>"
+            "confidence interval and its family interval, p-values raw and adjusted, and the verdict read off "
+            "the family interval (better/worse only when it excludes 0; equivalent only within the stated "
+            f"margin). {_escape(described[:1].upper() + described[1:])}.</p>"
             + _html_table(comparison, table_id="comparison"))
+
+
+def _tuning_section(df: pd.DataFrame) -> str:
+    """Tuning sensitivity (``analysis.tuning``): the table and, per task, the curves."""
+    import plotly.graph_objects as go
+
+    table = tuning.sensitivity_table(df)
+    if table.empty:
+        return ""
+    figures = []
+    for task in table["task"].drop_duplicates():
+        figure = go.Figure()
+        keys = tuning.tuning_cells(df)[0][1]
+        for first, counts, best in tuning.sensitivity_curves(df, task):
+            figure.add_trace(go.Scatter(x=counts, y=best, mode="lines+markers", name=plots.config_label(first, keys),
+                                        line={"color": _color(first["variant"])}))
+        figure.update_layout(title=f"{task}: expected best selection score ×{SCALE} of n tuning runs",
+                             xaxis={"title": "tuning runs (a random n of the grid's points)", "dtick": 1},
+                             yaxis={"title": f"selection score ×{SCALE}"}, height=380, template="plotly_white")
+        figures.append(_figure_html(figure, f"tuning-{task}"))
+    return ("<h2>Tuning sensitivity</h2><p>Expected best selection score of n tuning runs drawn at random from "
+            "each variant's grid (Dodge et al. 2019); best of 1 is the mean over the grid, a large best - mean "
+            "marks a variant that needs a lucky rate.</p>" + _html_table(table, "tuning") + "".join(figures))
 
 
 def _task_section(df: pd.DataFrame, task: str, rows: Rows) -> str:

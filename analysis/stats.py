@@ -1,24 +1,31 @@
-"""Statistics for comparing two variants on the same dev examples: plain numpy (and scipy's beta
-distribution), no pandas.
+"""Statistics for comparing two variants on the same dev examples: plain numpy (and scipy's t and beta
+distributions), no pandas.
 
 * ``score(metric, labels, predictions, weights)``: the GLUE main metrics (accuracy, F1, Matthews
   correlation, Pearson, Spearman) of one run, on the dev set as it is (``weights=None``) or on many
-  bootstrap resamples at once (``weights``: a (B, n) matrix of how often each example is drawn).
-* ``paired_bootstrap``: the paired hierarchical bootstrap of a difference in a metric between two
-  variants run with the same seeds on the same examples; its result gives the interval, the p-value
-  and the TOST equivalence verdict, by the "t" method (default) or the plain "percentile" one.
-* ``bootstrap_p_value``, ``percentile_interval``, ``holm``: the pieces.
-* ``constant_score``, ``collapsed``, ``clopper_pearson``: collapse as its own endpoint.
+  weighted samples at once (``weights``: a (B, n) matrix of how often each example counts).
+* ``paired_difference`` (also under its old name ``paired_bootstrap``): the paired difference in a
+  metric between two variants run with the same seeds on the same examples, with the variance
+  components of the seeds × examples design (``VarianceComponents``); its result gives the interval,
+  the p-value and the detectable difference for either target of inference (``TARGETS``): "new
+  examples" of the task (default) or "this dev set".
+* ``example_contributions``: each example's share in a run's metric (exact for accuracy, jackknife
+  pseudo-values for the others), the per-(seed, example) differences the components come from.
+* ``t_interval``, ``mean_interval_half_width``: the pieces.
+* ``constant_score``, ``did_not_fit``, ``did_not_generalise``, ``clopper_pearson``: the two ways a run
+  can fail, each its own endpoint.
 
-Every metric is written in terms of weighted sums over examples, so a bootstrap replicate costs one
-matrix product instead of a Python loop; with ``weights`` all ones the numbers are exactly the
-ordinary (sklearn / scipy) ones.
+Every metric is written in terms of weighted sums over examples, so many weighted samples (the
+leave-one-out samples of the jackknife) cost one matrix product instead of a Python loop; with
+``weights`` all ones the numbers are exactly the ordinary (sklearn / scipy) ones. The statistics are
+explained, and checked by simulation, in docs/statistics.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.stats import beta
 from scipy.stats import t as student_t
 
@@ -29,9 +36,9 @@ REGRESSION_METRICS = ("pearson", "spearmanr")
 #: metrics whose constant-prediction value does not depend on the labels: correlation with a constant
 #: is 0 (Matthews, as sklearn defines it) or undefined (Pearson, Spearman; counted as 0)
 LABEL_FREE_CONSTANT = ("matthews_correlation", "pearson", "spearmanr")
-#: a run is collapsed when its final training loss is not at least this share below the constant
-#: predictor's loss
-COLLAPSE_LOSS_TOLERANCE = 0.02
+#: a run did not fit its training data when its final training loss is not at least this share below
+#: the constant predictor's loss
+FIT_LOSS_TOLERANCE = 0.02
 
 
 def metric_of(main_metric: str) -> str:
@@ -144,167 +151,265 @@ _SCORERS = {"accuracy": _accuracy, "f1": _f1, "matthews_correlation": _matthews,
             "spearmanr": _spearman}
 
 
-# -------------------------------------------------------------------------------------------- bootstrap
-def resample_counts(rng: np.random.Generator, n: int, replicates: int) -> np.ndarray:
-    """(replicates, n) integer counts: how often each of n items is drawn in n draws with replacement."""
-    drawn = rng.integers(0, n, size=(replicates, n)) + n * np.arange(replicates)[:, None]
-    return np.bincount(drawn.ravel(), minlength=replicates * n).reshape(replicates, n)
+# ----------------------------------------------------------------------------------- paired difference
+#: what a paired comparison's interval is about: "new-examples" (the task: a new draw of seeds and of
+#: dev examples would give another difference; the default) or "this-dev-set" (these dev examples,
+#: fixed: only a new draw of seeds would change the difference)
+TARGETS = ("new-examples", "this-dev-set")
+#: how tables name each target
+TARGET_NAMES = {"new-examples": "new examples", "this-dev-set": "this dev set"}
 
 
-INTERVAL_METHODS = ("t", "percentile")
+def target_of(target: str) -> str:
+    """``target`` itself when it is one of ``TARGETS``; else a ValueError naming the choices."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+    return target
+
+
+def example_contributions(metric: str, labels, predictions, chunk_elements: int = 2_000_000) -> np.ndarray:
+    """(n,): each example's share in one run's ``metric``, averaging to the metric itself.
+
+    For accuracy it is exact: 1 where the prediction is right, else 0. For the other metrics (F1,
+    Matthews, Pearson, Spearman: not means over examples) it is the jackknife pseudo-value
+    n·θ - (n - 1)·θ₋ᵢ (θ₋ᵢ: the metric without example i), a linearisation of the metric, shifted
+    so that the n values average to θ. The leave-one-out scores are computed ``chunk_elements``
+    weights at a time, as weighted scores (weight 0 for the example left out).
+    """
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    n = len(labels)
+    if metric == "accuracy":
+        return (labels == predictions).astype(float)
+    whole = score(metric, labels, predictions)
+    left_out = np.empty(n)
+    step = max(1, chunk_elements // max(n, 1))
+    for start in range(0, n, step):
+        rows = np.arange(start, min(start + step, n))
+        weights = np.ones((len(rows), n))
+        weights[np.arange(len(rows)), rows] = 0.0
+        left_out[rows] = score(metric, labels, predictions, weights)
+    pseudo = n * whole - (n - 1) * left_out
+    return pseudo - pseudo.mean() + whole
 
 
 @dataclass(frozen=True)
-class PairedBootstrap:
-    """The paired hierarchical bootstrap of one comparison (see ``paired_bootstrap``).
+class VarianceComponents:
+    """The two-way crossed random-effects decomposition of per-(seed, example) differences d[s, i]:
+    d = mean + seed effect + example effect + interaction (seed × example, with the residual).
 
-    ``difference``: mean over seeds of (variant - reference) on the dev set as it is;
-    ``per_seed``: that difference for each seed; ``replicates``: the statistic on each hierarchical
-    resample (seeds and examples drawn); ``example_replicates``: on each example resample with the
-    seeds kept as they are.
+    Mean squares of the (seeds × examples) table (ANOVA, each component once): ``seed_mean_square``
+    = examples · var over seeds of the row means (seeds - 1 degrees of freedom),
+    ``example_mean_square`` = seeds · var over examples of the column means (examples - 1),
+    ``residual_mean_square`` (the interaction; (seeds - 1)(examples - 1)). ``nested``: each seed
+    saw its own dev examples (then columns do not line up and only the seed mean square is used).
     """
+    seeds: int
+    examples: int
+    seed_mean_square: float
+    example_mean_square: float
+    residual_mean_square: float
+    nested: bool = False
+
+    @classmethod
+    def of(cls, differences, nested: bool = False) -> "VarianceComponents":
+        """The mean squares of a (seeds, examples) table of per-(seed, example) differences."""
+        d = np.atleast_2d(np.asarray(differences, dtype=float))
+        seeds, examples = d.shape
+        row, column, grand = d.mean(axis=1), d.mean(axis=0), d.mean()
+        seed_ms = examples * np.sum((row - grand) ** 2) / (seeds - 1) if seeds > 1 else np.nan
+        example_ms = seeds * np.sum((column - grand) ** 2) / (examples - 1) if examples > 1 else np.nan
+        residual = d - row[:, None] - column[None, :] + grand
+        residual_ms = (np.sum(residual ** 2) / ((seeds - 1) * (examples - 1))
+                       if seeds > 1 and examples > 1 else np.nan)
+        return cls(seeds, examples, float(seed_ms), float(example_ms), float(residual_ms), nested)
+
+    # the components (variances), each estimated once and never below 0
+    @property
+    def seed(self) -> float:
+        """σ²(seed): how much the difference moves from seed to seed on all examples at once."""
+        return max(0.0, (self.seed_mean_square - self.residual_mean_square) / self.examples)
+
+    @property
+    def example(self) -> float:
+        """σ²(example): how much the difference varies from example to example (averaged over seeds)."""
+        return max(0.0, (self.example_mean_square - self.residual_mean_square) / self.seeds)
+
+    @property
+    def interaction(self) -> float:
+        """σ²(seed × example): what is left, each (seed, example) cell's own part."""
+        return self.residual_mean_square
+
+    def at(self, seeds: int, examples: int) -> "VarianceComponents":
+        """The mean squares a study with ``seeds`` seeds and ``examples`` examples would expect, from
+        these components (for planning: the ``parts`` and ``detectable`` of that design)."""
+        return VarianceComponents(seeds, examples, examples * self.seed + self.interaction,
+                                  seeds * self.example + self.interaction, self.interaction, self.nested)
+
+    def parts(self, target: str = "new-examples") -> list[tuple[float, float]]:
+        """The variance of the mean difference as (variance, degrees of freedom) parts, each source of
+        variation once; their variances add up to the variance for ``target``.
+
+        The seed part is var(per-seed differences) / seeds = MS seed / (seeds · examples), with seeds - 1
+        degrees of freedom; its expectation is σ²(seed) / seeds + σ²(interaction) / (seeds · examples),
+        so it carries the interaction as well. "this-dev-set" (the examples fixed, only seeds vary) is
+        that part alone: the plain t interval of the per-seed differences. "new-examples" adds the
+        example part σ²(example) / examples = (MS example - MS residual) / (seeds · examples), 0 when
+        negative (then left out), with examples - 1 degrees of freedom; the interaction stays in the seed
+        part only.
+
+        One seed: "new-examples" is one part, MS example / examples (examples - 1 degrees of freedom;
+        seed-to-seed variation cannot be seen); "this-dev-set" has no estimate (NaN). Nested seeds
+        (each its own examples): both targets are the seed part, which then carries every source."""
+        target_of(target)
+        cells = self.seeds * self.examples
+        if self.seeds == 1:
+            if target == "this-dev-set":
+                return [(np.nan, np.nan)]
+            return [(self.example_mean_square / self.examples, self.examples - 1.0)]
+        parts = [(self.seed_mean_square / cells, self.seeds - 1.0)]
+        if target == "new-examples" and not self.nested and self.example > 0:
+            parts.append((self.example / self.examples, self.examples - 1.0))
+        return parts
+
+    def variance(self, target: str = "new-examples") -> float:
+        """Variance of the mean difference over seeds and examples, for ``target`` (see ``parts``)."""
+        return float(sum(variance for variance, _ in self.parts(target)))
+
+    def half_width(self, level: float = 0.95, target: str = "new-examples") -> float:
+        """Half the width of the central ``level`` interval (``half_width_of`` the ``parts``)."""
+        return half_width_of(self.parts(target), level)
+
+    def detectable(self, level: float = 0.95, power: float = 0.8, target: str = "new-examples") -> float:
+        """The smallest true difference the ``level`` interval would exclude 0 for with probability
+        ``power`` (``detectable_of`` the ``parts``)."""
+        return detectable_of(self.parts(target), level, power)
+
+    def shares(self) -> dict[str, float]:
+        """The share of each component in the "new-examples" variance of this design:
+        {"seed": σ²(seed) / seeds, "example": σ²(example) / examples, "interaction": σ²(seed × example) /
+        (seeds · examples)}, each divided by their sum (NaN when the sum is 0 or unknown)."""
+        parts = {"seed": self.seed / self.seeds, "example": self.example / self.examples,
+                 "interaction": self.interaction / (self.seeds * self.examples)}
+        total = sum(parts.values())
+        return {name: part / total if total > 0 else np.nan for name, part in parts.items()}
+
+    def scaled(self, factor: float) -> "VarianceComponents":
+        """The same components for differences multiplied by ``factor`` (mean squares by factor²)."""
+        square = factor ** 2
+        return VarianceComponents(self.seeds, self.examples, square * self.seed_mean_square,
+                                  square * self.example_mean_square, square * self.residual_mean_square,
+                                  self.nested)
+
+
+def half_width_of(parts, level: float = 0.95) -> float:
+    """Half the width of the central ``level`` interval for a sum of independent (variance, degrees of
+    freedom) parts: √(Σ t² · variance), each part with the t quantile at (1 + level) / 2 of its own
+    degrees of freedom (Banerjee's interval: never narrower than what each part alone asks for; see
+    docs/statistics.md for why not one pooled Satterthwaite t quantile)."""
+    quantile = 0.5 + level / 2
+    return float(np.sqrt(sum(student_t.ppf(quantile, degrees) ** 2 * variance for variance, degrees in parts)))
+
+
+def detectable_of(parts, level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true difference the ``level`` interval of ``parts`` (see ``half_width_of``) would
+    exclude 0 for with probability ``power``: √(Σ (t at (1 + level) / 2 + t at ``power``)² · variance);
+    for one part, the minimum detectable effect of a t test."""
+    return float(np.sqrt(sum((student_t.ppf(0.5 + level / 2, degrees) + student_t.ppf(power, degrees)) ** 2
+                             * variance for variance, degrees in parts)))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """One paired comparison (see ``paired_difference``): ``difference``, the mean over seeds of
+    (variant - reference) on the dev set as it is; ``per_seed``, that difference for each seed;
+    ``components``, the variance components of the per-(seed, example) differences."""
     difference: float
     per_seed: np.ndarray
-    replicates: np.ndarray
-    example_replicates: np.ndarray
+    components: VarianceComponents
 
     @property
     def n_seeds(self) -> int:
         return len(self.per_seed)
 
-    def t_parts(self) -> tuple[float, float]:
-        """(standard error, degrees of freedom) of the "t" method: seed part var(per_seed) / seeds
-        (ddof 1; 0 with one seed), example part the variance of ``example_replicates``, added, with
-        Welch–Satterthwaite's degrees of freedom (seeds - 1) · (1 + example part / seed part)²."""
-        seed_part = float(np.var(self.per_seed, ddof=1)) / self.n_seeds if self.n_seeds > 1 else 0.0
-        example_part = float(np.var(self.example_replicates, ddof=1)) if len(self.example_replicates) > 1 else 0.0
-        degrees = np.inf if seed_part == 0 else (self.n_seeds - 1) * (1 + example_part / seed_part) ** 2
-        return float(np.sqrt(seed_part + example_part)), float(degrees)
+    @property
+    def n_examples(self) -> int:
+        return self.components.examples
 
-    def interval(self, level: float = 0.95, method: str = "t") -> tuple[float, float]:
-        """The central ``level`` interval for the difference: "t" (default) is the difference ±
-        t quantile x standard error of ``t_parts``; "percentile" the percentile interval of the
-        hierarchical ``replicates``."""
-        if _method(method) == "percentile":
-            return percentile_interval(self.replicates, level)
-        return t_interval(self.difference, *self.t_parts(), level)
+    def standard_error(self, target: str = "new-examples") -> float:
+        """The standard error of ``difference`` for ``target``: √ of the components' variance."""
+        return float(np.sqrt(self.components.variance(target)))
 
-    def p_value(self, method: str = "t") -> float:
-        """Two-sided p-value for "no difference": "t": 2 · P(T_df > |difference| / standard error);
-        "percentile": ``bootstrap_p_value(replicates)``."""
-        if _method(method) == "percentile":
-            return bootstrap_p_value(self.replicates)
-        error, degrees = self.t_parts()
-        if error == 0:
+    def interval(self, level: float = 0.95, target: str = "new-examples") -> tuple[float, float]:
+        """The central ``level`` interval for the difference, for ``target``: difference ±
+        ``VarianceComponents.half_width``."""
+        half = self.components.half_width(level, target)
+        return self.difference - half, self.difference + half
+
+    def p_value(self, target: str = "new-examples") -> float:
+        """Two-sided p-value for "no difference": the smallest p at which the (1 - p) interval excludes
+        0 (for one part, the t test's p-value), so p < alpha exactly when the (1 - alpha) interval lies
+        beside 0."""
+        if not np.isfinite(self.components.variance(target)) or not np.isfinite(self.difference):
+            return np.nan
+        if self.components.variance(target) == 0:
             return 1.0 if self.difference == 0 else 0.0
-        return float(2 * student_t.sf(abs(self.difference) / error, degrees))
+        parts = self.components.parts(target)
+        if len(parts) == 1:
+            return float(2 * student_t.sf(abs(self.difference) / np.sqrt(parts[0][0]), parts[0][1]))
 
-    def detectable(self, level: float = 0.95, power: float = 0.8, method: str = "t") -> float:
-        """The smallest true difference this comparison would call non-zero (two-sided, at ``level``)
-        with probability ``power``: (quantile at (1 + level) / 2 + quantile at ``power``) × standard
-        error, the minimum detectable effect of a t-test. "t": the standard error and degrees of freedom
-        of ``t_parts``; "percentile": the standard deviation of the hierarchical ``replicates`` and normal
-        quantiles. Unadjusted for multiple comparisons (Holm asks for more)."""
-        if _method(method) == "percentile":
-            error, degrees = float(np.std(self.replicates, ddof=1)), np.inf
-        else:
-            error, degrees = self.t_parts()
-        return float((student_t.ppf(0.5 + level / 2, degrees) + student_t.ppf(power, degrees)) * error)
+        def excess(p):
+            return self.components.half_width(1 - p, target) - abs(self.difference)
+        if excess(1e-15) <= 0:
+            return 1e-15
+        return float(brentq(excess, 1e-15, 1.0, xtol=1e-18, rtol=1e-10))
 
-    def equivalent(self, margin: float, alpha: float = 0.05, method: str = "t") -> bool:
-        """TOST: both one-sided tests (difference > -margin, difference < +margin) reject at ``alpha``,
-        i.e. the (1 - 2·alpha) interval (90 % by default) lies strictly inside ±margin (same units as
-        the difference)."""
-        low, high = self.interval(1 - 2 * alpha, method)
-        return bool(-margin < low and high < margin)
+    def detectable(self, level: float = 0.95, power: float = 0.8, target: str = "new-examples") -> float:
+        """The smallest true difference the ``level`` interval would exclude 0 for with probability
+        ``power`` (``VarianceComponents.detectable``)."""
+        return self.components.detectable(level, power, target)
 
-    def scaled(self, factor: float) -> "PairedBootstrap":
+    def scaled(self, factor: float) -> "PairedDifference":
         """The same comparison in other units (e.g. ×100 points)."""
-        return PairedBootstrap(factor * self.difference, factor * self.per_seed, factor * self.replicates,
-                               factor * self.example_replicates)
+        return PairedDifference(factor * self.difference, factor * self.per_seed, self.components.scaled(factor))
 
 
-def _method(method: str) -> str:
-    if method not in INTERVAL_METHODS:
-        raise ValueError(f"unknown interval method {method!r}; choose one of {list(INTERVAL_METHODS)}")
-    return method
-
-
-def paired_bootstrap(metric: str, labels, variant, reference, n_boot: int = 4000, seed: int = 0,
-                     chunk_elements: int = 2_000_000) -> PairedBootstrap:
-    """Paired hierarchical bootstrap of ``metric(variant) - metric(reference)``, averaged over seeds.
+def paired_difference(metric: str, labels, variant, reference, chunk_elements: int = 2_000_000) -> PairedDifference:
+    """The paired difference ``metric(variant) - metric(reference)``, averaged over seeds, with the
+    variance components of its per-(seed, example) differences.
 
     ``labels``: (n,) the dev labels; ``variant``, ``reference``: (seeds, n) predictions, row s of both
-    being the runs with the same seed. Each replicate draws the n dev examples with replacement and,
-    independently, the seeds with replacement; the same drawn examples score both variants and every
-    seed (the dev set is shared by all runs, so example and seed are crossed factors, not nested), and
-    a drawn seed brings both of its paired runs. Labels of shape (seeds, n) mean each seed saw its own
-    dev examples (nested): then each seed's examples are drawn independently (still the same draw for
-    both of its runs). The replicate's statistic is the mean over the drawn
-    seeds of the per-seed difference on the drawn examples. The example draws are processed
-    ``chunk_elements`` weights at a time, so memory stays bounded on large dev sets.
+    being the runs with the same seed. The dev set is shared by every run, so seeds and examples are
+    crossed factors: d[s, i] = contribution of example i to the variant's metric at seed s minus the
+    reference's (``example_contributions``; for accuracy, right minus right), and the interval
+    combines the seed, example and interaction components of d once each (``VarianceComponents``).
+    Labels of shape (seeds, n) mean each seed saw its own dev examples (nested): then the per-seed
+    differences carry every source of variation and only their spread is used.
     """
     variant, reference = np.atleast_2d(variant), np.atleast_2d(reference)
     labels = np.asarray(labels)
-    shared = labels.ndim == 1  # one dev set for every seed: the same example draws for all of them
-    labels = np.broadcast_to(labels, variant.shape) if shared else labels
+    nested = labels.ndim == 2
+    labels = labels if nested else np.broadcast_to(labels, variant.shape)
     if variant.shape != reference.shape or labels.shape != variant.shape:
         raise ValueError(f"variant {variant.shape} and reference {reference.shape} predictions must both "
                          f"be (seeds, n) for labels of shape (n,) or (seeds, n), got {labels.shape}")
-    if n_boot < 2:
-        raise ValueError(f"n_boot must be at least 2, got {n_boot}")
-    seeds, n = variant.shape
-    rng = np.random.default_rng(seed)
     per_seed = np.array([score(metric, labels[s], variant[s]) - score(metric, labels[s], reference[s])
-                         for s in range(seeds)])
-    resampled = np.empty((seeds, n_boot))  # difference of seed s on replicate b's examples
-    step = max(1, chunk_elements // n)
-    for start in range(0, n_boot, step):
-        count = min(step, n_boot - start)
-        weights = resample_counts(rng, n, count).astype(float)
-        for s in range(seeds):
-            if not shared and s > 0:
-                weights = resample_counts(rng, n, count).astype(float)
-            resampled[s, start:start + count] = (score(metric, labels[s], variant[s], weights)
-                                                 - score(metric, labels[s], reference[s], weights))
-    seed_counts = resample_counts(rng, seeds, n_boot)  # (n_boot, seeds)
-    replicates = (seed_counts * resampled.T).sum(axis=1) / seeds
-    return PairedBootstrap(float(per_seed.mean()), per_seed, replicates, resampled.mean(axis=0))
+                         for s in range(len(variant))])
+    differences = np.stack([example_contributions(metric, labels[s], variant[s], chunk_elements)
+                            - example_contributions(metric, labels[s], reference[s], chunk_elements)
+                            for s in range(len(variant))])
+    return PairedDifference(float(per_seed.mean()), per_seed, VarianceComponents.of(differences, nested))
 
 
-def percentile_interval(replicates, level: float = 0.95) -> tuple[float, float]:
-    """The central ``level`` percentile interval of the bootstrap replicates (NaNs left out)."""
-    values = np.asarray(replicates, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return np.nan, np.nan
-    tail = (1 - level) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
-    return float(low), float(high)
-
-
-def bootstrap_p_value(replicates, null: float = 0.0) -> float:
-    """Two-sided bootstrap p-value for "the difference is ``null``".
-
-    p = min(1, 2 · min(1 + #{replicates ≤ null}, 1 + #{replicates ≥ null}) / (B + 1)): twice the
-    smaller tail share of the replicates beyond the null value, with the usual +1 so that p is never
-    0. It is (up to that +1) the smallest α at which the (1 - α) percentile interval excludes
-    ``null``, so p < 0.05 goes with a 95 % interval that excludes 0. The smallest p possible is
-    2 / (B + 1).
-    """
-    values = np.asarray(replicates, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return np.nan
-    below = 1 + np.count_nonzero(values <= null)
-    above = 1 + np.count_nonzero(values >= null)
-    return float(min(1.0, 2 * min(below, above) / (values.size + 1)))
+def paired_bootstrap(metric: str, labels, variant, reference, n_boot: int = 4000, seed: int = 0,
+                     chunk_elements: int = 2_000_000) -> PairedDifference:
+    """``paired_difference`` under its old name, for callers written before it. The interval no longer
+    comes from resampling: ``n_boot`` and ``seed`` are accepted and not used."""
+    return paired_difference(metric, labels, variant, reference, chunk_elements)
 
 
 def t_interval(estimate: float, standard_error: float, degrees: float, level: float = 0.95) -> tuple[float, float]:
     """The central ``level`` t interval: estimate ± the t quantile at (1 + level) / 2 with ``degrees``
-    degrees of freedom × ``standard_error`` (e.g. ``PairedBootstrap.t_parts``, or the ``standard_error``
-    and ``degrees_of_freedom`` columns of ``analysis.compare``, to get any level without resampling)."""
+    degrees of freedom × ``standard_error``."""
     half = float(student_t.ppf(0.5 + level / 2, degrees)) * standard_error
     return estimate - half, estimate + half
 
@@ -320,22 +425,7 @@ def mean_interval_half_width(values, level: float = 0.95) -> float:
     return t_interval(0.0, error, len(values) - 1, level)[1]
 
 
-def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjustment: the i-th smallest of m p-values becomes
-    max over j ≤ i of min(1, (m - j + 1) · p_(j)). NaNs stay NaN and do not count in m."""
-    p = np.asarray(p_values, dtype=float)
-    adjusted = np.full(p.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    order = valid[np.argsort(p[valid], kind="stable")]
-    m = len(order)
-    running = 0.0
-    for i, index in enumerate(order):
-        running = max(running, min(1.0, (m - i) * p[index]))
-        adjusted[index] = running
-    return adjusted
-
-
-# --------------------------------------------------------------------------------------------- collapse
+# ------------------------------------------------------------------------- did not fit, did not generalise
 def constant_score(metric: str, labels=None) -> float:
     """The best score a constant prediction reaches on these labels: the majority class's accuracy,
     the F1 of always predicting class 1 (or 0, whichever is higher), 0 for the correlations (Matthews
@@ -349,24 +439,24 @@ def constant_score(metric: str, labels=None) -> float:
     return max(score(metric, labels, np.full_like(labels, value)) for value in np.unique(labels))
 
 
-def collapsed(final_train_loss=np.nan, constant_train_loss=np.nan, dev_score=np.nan,
-              constant_dev_score=np.nan, tolerance: float = COLLAPSE_LOSS_TOLERANCE) -> np.ndarray:
-    """Whether each run collapsed: 1.0 (yes), 0.0 (no) or NaN (nothing to judge by).
-
-    A run is collapsed when its final training loss is not at least ``tolerance`` (2 %) below the
-    loss of the constant predictor (final ≥ (1 - tolerance) · constant), or when its dev score is no
-    better than the constant predictor's (score ≤ constant + 1e-9; NaN scores, e.g. the Pearson
-    correlation of a constant prediction, count as the constant's). Either sign is enough; a run with
-    neither number known is NaN. Arguments broadcast (arrays of runs or single values).
-    """
+def did_not_fit(final_train_loss=np.nan, constant_train_loss=np.nan,
+                tolerance: float = FIT_LOSS_TOLERANCE) -> np.ndarray:
+    """Whether each run did not fit its training data: 1.0 (it did not), 0.0 (it did) or NaN (a loss
+    is missing). A run did not fit when its final training loss is not at least ``tolerance`` (2 %)
+    below the constant predictor's loss: final ≥ (1 - tolerance) · constant. Arguments broadcast."""
     final, constant = np.asarray(final_train_loss, float), np.asarray(constant_train_loss, float)
-    score_, floor = np.asarray(dev_score, float), np.asarray(constant_dev_score, float)
-    by_loss_known = ~np.isnan(final) & ~np.isnan(constant)
-    by_loss = by_loss_known & (final >= (1 - tolerance) * constant)
-    by_score_known = ~np.isnan(floor)
-    by_score = by_score_known & (np.isnan(score_) | (score_ <= floor + 1e-9))
-    result = (by_loss | by_score).astype(float)
-    return np.where(by_loss_known | by_score_known, result, np.nan)
+    known = ~np.isnan(final) & ~np.isnan(constant)
+    return np.where(known, (final >= (1 - tolerance) * constant).astype(float), np.nan)
+
+
+def did_not_generalise(score_=np.nan, constant_score_=np.nan) -> np.ndarray:
+    """Whether each run did not generalise: 1.0 (its score on the evaluated split is no better than the
+    best constant prediction's: score ≤ constant + 1e-9, a NaN score counting as the constant's, e.g.
+    the Pearson correlation of a constant prediction), 0.0 (better) or NaN (the constant's score is
+    unknown). Arguments broadcast."""
+    value, floor = np.asarray(score_, float), np.asarray(constant_score_, float)
+    known = ~np.isnan(floor)
+    return np.where(known, (np.isnan(value) | (value <= floor + 1e-9)).astype(float), np.nan)
 
 
 def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:

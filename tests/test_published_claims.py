@@ -1,6 +1,7 @@
-"""Published claims (analysis.published_claims): the verdict rules on planted intervals, the overall
-verdict of a claim from its tasks, the claims file's errors, and the whole command on a fake study with
-planted differences (full fine-tuning far above the head)."""
+"""Published claims (analysis.published_claims): the overall verdict of a claim from its tasks, the claims
+file's errors, and the whole command on a fake study with planted differences (full fine-tuning far
+above the head), its rows the rows of the --compare table they belong to. The verdict rules themselves
+are tested in test_verdicts.py, registration in test_registration.py."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,27 +11,6 @@ import analysis
 from analysis import published_claims, stats
 from analysis.__main__ import main
 from fake_records import trainable_params, write_fake_records
-
-
-@pytest.mark.parametrize("test, ci95, ci90, refutation, p_holm, expected", [
-    ("better", (0.5, 2.0), (0.7, 1.8), (0.2, 2.3), 0.01, "confirmed"),
-    ("better", (0.5, 2.0), (0.7, 1.8), (0.2, 2.3), 0.20, "not resolved"),  # above 0, but not after Holm
-    ("better", (-2.0, -0.5), (-1.8, -0.7), (-2.3, -0.2), 0.01, "refuted"),
-    ("better", (-2.0, -0.5), (-1.8, -0.7), (-2.3, -0.2), 0.20, "not resolved"),  # below 0, not after Holm
-    ("better", (-1.0, 1.0), (-0.8, 0.8), (-1.3, 1.3), 0.90, "not resolved"),
-    ("equivalent", (-1.2, 1.2), (-1.0, 1.0), (-1.5, 1.5), np.nan, "confirmed"),  # 90 % inside ±1.5
-    ("equivalent", (-1.6, 1.2), (-1.4, 1.0), (-1.9, 1.5), np.nan, "confirmed"),  # only the 90 % one counts
-    ("equivalent", (-1.0, 2.0), (-0.8, 1.8), (-1.3, 2.3), np.nan, "not resolved"),
-    ("equivalent", (1.6, 3.0), (1.8, 2.8), (1.55, 3.05), np.nan, "refuted"),  # wholly outside the margin
-    ("equivalent", (-4.0, -1.6), (-3.8, -1.8), (-4.2, -1.55), np.nan, "refuted"),
-    ("equivalent", (1.6, 3.0), (1.8, 2.8), (1.3, 3.3), np.nan, "not resolved"),  # not at Bonferroni's level
-    ("non-inferior", (-1.4, 3.0), (-1.0, 2.6), (-1.8, 3.4), np.nan, "confirmed"),
-    ("non-inferior", (-2.0, 1.0), (-1.8, 0.8), (-2.3, 1.3), np.nan, "not resolved"),
-    ("non-inferior", (-4.0, -1.6), (-3.8, -1.8), (-4.2, -1.55), np.nan, "refuted"),
-    ("non-inferior", (-4.0, -1.6), (-3.8, -1.8), (-4.3, -1.3), np.nan, "not resolved"),  # 95 % is not enough
-])
-def test_task_verdict_follows_the_stated_rules(test, ci95, ci90, refutation, p_holm, expected):
-    assert published_claims.task_verdict(test, 1.5, ci95, ci90, refutation, p_holm) == expected
 
 
 def test_a_claim_is_confirmed_only_on_every_task_and_refuted_by_one():
@@ -56,14 +36,22 @@ def write_claims(folder, claims, **settings):
     return path
 
 
-CLAIM = {"claim": "full fine-tuning beats the head", "source": "planted", "results": "study",
+CLAIM = {"claim": "full fine-tuning beats the head", "source": "planted", "results": "pair",
          "variant": "full", "reference": "head", "test": "better"}
 
 
 @pytest.fixture(scope="module")
 def fake_study(tmp_path_factory):
+    """The fake study ("study"), and its full fine-tuning and head runs alone ("pair": a family of
+    three comparisons, one per task, so that three seeds can resolve a planted 16-point gap)."""
     folder = tmp_path_factory.mktemp("claims")
-    write_fake_records(folder, study="study", with_predictions=True)
+    records = write_fake_records(folder, study="study", with_predictions=True)
+    pair = folder / "pair" / "runs"
+    pair.mkdir(parents=True)
+    for record in records:
+        if record["variant"] in ("full", "head"):
+            for file in (folder / "study" / "runs").glob(f"{record['config_hash']}.*"):
+                (pair / file.name).write_bytes(file.read_bytes())
     return folder
 
 
@@ -73,11 +61,12 @@ def test_planted_differences_get_the_verdicts_they_should(fake_study):
               {**CLAIM, "claim": "the head is on par with full", "variant": "head", "reference": "full",
                "test": "non-inferior"},
               {**CLAIM, "claim": "rsLoRA r=16 beats LoRA r=16", "variant": {"variant": "rslora", "rank": 16},
-               "reference": {"variant": "lora", "rank": 16, "alpha": 16.0}}]
-    table = published_claims.check_claims(write_claims(fake_study, claims, margin=1.5), n_boot=300)
+               "reference": {"variant": "lora", "rank": 16, "alpha": 16.0}, "results": "study"}]
+    table = published_claims.check_claims(write_claims(fake_study, claims, margin=1.5))
+    assert table.attrs["target"] == "new-examples"
     verdicts = table.set_index(["claim", "task"])["verdict"]
-    # full is planted 16 points above the head; on STS-B one head run collapses (Pearson near 0), which
-    # widens that task's interval past zero: not resolved there, so not confirmed overall
+    # full is planted 16 points above the head; on STS-B one head run predicts a constant (Pearson near
+    # 0), which widens that task's interval past zero: not resolved there, so not confirmed overall
     assert verdicts["full fine-tuning beats the head"].to_dict() == {"mrpc": "confirmed", "rte": "confirmed",
                                                                      "stsb": "not resolved"}
     summary = published_claims.summarize_claims(table).set_index("claim")
@@ -90,40 +79,40 @@ def test_planted_differences_get_the_verdicts_they_should(fake_study):
     rank_rows = table[table["claim"] == "rsLoRA r=16 beats LoRA r=16"]
     assert set(rank_rows["configuration"]) == {"rslora r=16 α=16"}  # only the named cell
 
-    # the same numbers as analysis.compare, and the 90 % interval inside the 95 % one
-    df = analysis.load_results(fake_study / "study")
-    pair = df[df["variant"].isin(["full", "head"])]
-    reference = analysis.compare(pair, analysis.load_predictions(pair), reference="head", n_boot=300)
+    # the claims rows are the rows of the --compare table of the claim's reference: the same family
+    df = analysis.load_results(fake_study / "pair")
+    reference = analysis.compare(df, analysis.load_predictions(df), reference="head")
+    assert reference.attrs["family_size"] == len(reference) == 3  # every configuration against the head
     mine = table[table["claim"] == CLAIM["claim"]].set_index("task")
+    for _, row in reference[reference["variant"] == "full"].iterrows():
+        for column in ("difference", "ci_low", "family_low", "family_high", "p_adjusted"):
+            assert mine.loc[row["task"], column] == pytest.approx(row[column])
+        assert mine.loc[row["task"], "family_size"] == len(reference)
+    assert (table["family_low"] < table["ci_low"]).all() and (table["ci_high"] < table["family_high"]).all()
+    # each row's paired difference gives its interval at any level
     for _, row in reference.iterrows():
-        assert mine.loc[row["task"], "difference"] == pytest.approx(row["difference"])
-        assert mine.loc[row["task"], "ci_low"] == pytest.approx(row["ci_low"])
-    assert (table["ci_low"] < table["ci90_low"]).all() and (table["ci90_high"] < table["ci_high"]).all()
-    # compare's standard error and degrees of freedom give its interval at another level without
-    # resampling: the claims table's 90 % interval is compare's own at level 0.9
-    at_90 = analysis.compare(pair, analysis.load_predictions(pair), reference="head", n_boot=300, level=0.9)
-    for (_, row), (_, row90) in zip(reference.iterrows(), at_90.iterrows()):
-        parts = row["difference"], row["standard_error"], row["degrees_of_freedom"]
-        assert stats.t_interval(*parts, 0.9) == pytest.approx((row90["ci_low"], row90["ci_high"]))
-        assert stats.t_interval(*parts, 0.95) == pytest.approx((row["ci_low"], row["ci_high"]))
-        assert (mine.loc[row["task"], "ci90_low"], mine.loc[row["task"], "ci90_high"]) == pytest.approx(
-            (row90["ci_low"], row90["ci_high"]))
-    # a refutation is judged at Bonferroni's level over the claim's three tasks: a wider interval
-    assert np.allclose(table["refutation_level"], 1 - 0.05 / 3)
-    assert (table["refutation_low"] < table["ci_low"]).all() and (table["ci_high"] < table["refutation_high"]).all()
-    # Holm over the "better" rows only (9 of them), never below the raw p-value
-    better = table["test"] == "better"
-    assert table.loc[~better, "p_holm"].isna().all()
-    assert (table.loc[better, "p_holm"] >= table.loc[better, "p_value"]).all()
+        assert row["paired"].interval(0.95) == pytest.approx((row["ci_low"], row["ci_high"]))
+        assert row["paired"].interval(reference.attrs["family_level"]) == pytest.approx(
+            (row["family_low"], row["family_high"]))
     # the parameter ratio is the reference's trainable parameters over the variant's (formula in fake_records)
     mrpc = mine.loc["mrpc"]
     assert mrpc["params_ratio"] == pytest.approx(trainable_params("head", 8, 2) / trainable_params("full", 8, 2))
 
 
+def test_the_target_changes_the_intervals_not_the_differences(fake_study):
+    path = write_claims(fake_study, [CLAIM])
+    new, fixed = (published_claims.check_claims(path, target=target) for target in stats.TARGETS)
+    assert np.allclose(new["difference"], fixed["difference"])
+    assert not np.allclose(new["family_low"], fixed["family_low"])
+    with pytest.raises(ValueError, match="unknown target 'dev'"):
+        published_claims.check_claims(path, target="dev")
+
+
 def test_the_command_prints_one_verdict_per_claim(fake_study, capsys):
     path = write_claims(fake_study, [CLAIM])
-    assert main(["claims", str(path), "--n-boot", "200"]) == 0
+    assert main(["claims", str(path)]) == 0
     out = capsys.readouterr().out
+    assert "target of inference: new examples" in out
     assert "| full fine-tuning beats the head | planted | full > head | not resolved at this power |" in out
     assert out.count("| full fine-tuning beats the head | ") == 4  # the summary row and one per task
 
@@ -137,7 +126,7 @@ def test_the_command_prints_one_verdict_per_claim(fake_study, capsys):
 ])
 def test_bad_claims_name_the_bad_value(fake_study, capsys, change, message):
     path = write_claims(fake_study, [{**CLAIM, **change}])
-    assert main(["claims", str(path), "--n-boot", "50"]) == 2
+    assert main(["claims", str(path)]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -151,7 +140,7 @@ def test_a_claim_without_its_required_keys_is_refused(tmp_path):
 
 def test_a_stage_without_records_yet_is_not_tested(fake_study):
     path = write_claims(fake_study, [CLAIM, {**CLAIM, "claim": "later", "results": "not_run_yet"}])
-    table = published_claims.check_claims(path, n_boot=100)
+    table = published_claims.check_claims(path)
     later = table[table["claim"] == "later"].iloc[0]
     assert later["verdict"] == "not tested" and "not_run_yet" in later["note"]
     summary = published_claims.summarize_claims(table).set_index("claim")
@@ -176,7 +165,7 @@ def test_published_scores_stand_beside_ours_with_the_gap(fake_study, capsys):
     # a published task we did not run, and one of ours without a published score, both keep their row
     assert table.loc["cola", "full (ours, mean ± 95 % CI)"] == "–" and table.loc["cola", "Small-BERT"] == "50.0"
     assert table.loc["rte", "Small-BERT"] == "–" and table.loc["rte", "ours - Small-BERT"] == "–"
-    assert main(["claims", str(path), "--n-boot", "50"]) == 0
+    assert main(["claims", str(path)]) == 0
     assert "## Next to published dev scores" in capsys.readouterr().out
     assert published_claims.published_scores_table(write_claims(fake_study, [CLAIM])) is None
 
@@ -189,7 +178,7 @@ def test_published_scores_stand_beside_ours_with_the_gap(fake_study, capsys):
 ])
 def test_bad_published_scores_are_refused_before_the_bootstrap(fake_study, capsys, change, message):
     path = write_claims(fake_study, [CLAIM], published_scores={**PUBLISHED, **change})
-    assert main(["claims", str(path), "--n-boot", "50"]) == 2
+    assert main(["claims", str(path)]) == 2
     assert message in capsys.readouterr().err
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import analysis
 from analysis.__main__ import main as analysis_main
-from fake_records import write_fake_records
+from fake_records import write_fake_records, write_fake_tuning
 
 PROVENANCE = {"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": "5.24.0", "device": "cpu",
               "cpu": "Test CPU 9000", "torch_threads": 2, "model_sha256": "ab" * 32,
@@ -75,15 +75,32 @@ def test_the_comparison_is_analysis_compare_s_table_when_given(page, tmp_path):
     assert "Paired comparison" not in page
     write_fake_records(tmp_path, study="glue_small", with_predictions=True)
     df = analysis.load_results(tmp_path)
-    differences = analysis.compare(df, analysis.load_predictions(df), reference="lora", n_boot=200)
+    differences = analysis.compare(df, analysis.load_predictions(df), reference="lora")
     with_comparison = analysis.build_report(df, comparison=differences)
     table = with_comparison[with_comparison.index('<table id="comparison"'):]
     table = table[:table.index("</table>")]
     assert "Paired comparison against lora" in with_comparison and "95 % confidence interval" in with_comparison
+    assert "target of inference: new examples; one family of" in with_comparison  # says which it used
+    for failure in ("did not fit", "did not generalise"):  # each its own table, from failure_table
+        counts = analysis.failure_table(df, analysis.load_predictions(df), failure)
+        shown = with_comparison[with_comparison.index(f'<table id="failures-{failure.replace(" ", "-")}"'):]
+        assert shown[:shown.index("</table>")].count("<tr") == len(counts) + 1
+    body = with_comparison[with_comparison.index("<body>"):].replace(analysis.report._plotly_js(), "")
+    assert "collapse" not in body.lower()  # two endpoints, named as such
     assert table.count("<tr data-task=") == len(differences)
     shown = analysis.format_comparison(differences)
     for cell in (shown["Δ ×100 [95 % CI]"].iloc[0], shown["verdict"].iloc[-1], "head"):
         assert f"<td>{html.escape(cell)}</td>" in table
+
+
+def test_a_tuning_folder_gets_its_tuning_sensitivity(page, tmp_path):
+    from analysis import tuning
+    df = analysis.load_results(write_fake_tuning(tmp_path))
+    tuned = analysis.build_report(df)
+    assert "<h2>Tuning sensitivity</h2>" in tuned and 'id="plot-tuning-mrpc"' in tuned
+    shown = tuned[tuned.index('<table id="tuning"'):]
+    assert shown[:shown.index("</table>")].count("<tr") == len(tuning.sensitivity_table(df)) + 1 == 4
+    assert "Tuning sensitivity" not in page  # the fake study ran each variant at one rate
 
 
 def test_the_command_line_writes_the_report(folder, tmp_path, capsys):
