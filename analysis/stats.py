@@ -1,4 +1,4 @@
-"""Statistics for comparing two variants on the same dev examples: plain numpy (and scipy's t and beta
+"""Statistics for comparing two variants on the same dev examples: plain numpy (and scipy's t and binomial
 distributions), no pandas.
 
 * ``score(metric, labels, predictions, weights)``: the GLUE main metrics (accuracy, F1, Matthews
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.stats import beta
+from scipy.stats import binomtest
 from scipy.stats import t as student_t
 
 #: the metrics ``score`` computes; a task's ``main_metric`` maps to one of them (``metric_of``)
@@ -465,7 +465,5 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[f
         return np.nan, np.nan
     if not 0 <= successes <= trials:
         raise ValueError(f"successes must lie in 0..{trials}, got {successes}")
-    tail = (1 - level) / 2
-    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, trials - successes + 1))
-    high = 1.0 if successes == trials else float(beta.ppf(1 - tail, successes + 1, trials - successes))
-    return low, high
+    interval = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=level, method="exact")
+    return float(interval.low), float(interval.high)

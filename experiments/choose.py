@@ -6,7 +6,7 @@ later stage of a study uses, and whether a shorter epoch budget would have done 
 
 The rule, fixed before the runs (results/second_edition/README.md, stage 1):
 - in each (task, variant) cell, a value's score is the MEDIAN selection score over its seeds, in points
-  (x100); a collapsed run counts with the score it got;
+  (x100); a run that did not fit or did not generalise counts with the score it got;
 - a value's overall score is the MEAN of its cell scores; every value must have been run in every cell;
 - the highest overall score wins, except that, of the values within ``--within`` points of it, the one
   listed first in ``--prefer`` wins (list the values that change the model least first);

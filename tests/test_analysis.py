@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import analysis
+from conftest import REPO
 from fake_records import write_fake_records
 
-REPO = Path(__file__).resolve().parent.parent
 STUDY = "glue_small"
 
 
