@@ -26,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window; set before anything imports pyplot
@@ -55,10 +57,10 @@ def say(text: str = "", file=None) -> None:
 def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="?", default=None,
-                        help=f"results folder (default: ${tables.RESULTS_DIR_VARIABLE} or the repo's "
-                             f"results/); any parent of runs/ folders works")
-    parser.add_argument("--out", default=None, help="where figures go (default: RESULTS_FOLDER/figures)")
+    parser.add_argument("results", nargs="*", default=None,
+                        help=f"results folder(s) (default: ${tables.RESULTS_DIR_VARIABLE} or the repo's "
+                             f"results/); any parent of runs/ folders works; several are read as one table")
+    parser.add_argument("--out", default=None, help="where figures go (default: RESULTS_FOLDER/figures, of the first)")
     parser.add_argument("--stat", default="mean±std", choices=tables.STATS,
                         help="table cells: mean ± std over seeds (default; 'mean' means the same), "
                              "mean ± half the width of its 95%% t interval (mean±ci), or the median")
@@ -69,10 +71,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--task", action="append", default=None,
                         help="draw figures for this task only (repeatable; default: every task)")
     parser.add_argument("--no-figures", action="store_true", help="print the tables only")
-    parser.add_argument("--compare", metavar="VARIANT", default=None,
-                        help="also print paired differences to this reference variant (e.g. lora, full): "
-                             "95%% and family CIs, adjusted p-values, verdicts, the runs that did not fit "
-                             "or did not generalise")
+    parser.add_argument("--compare", metavar="VARIANT", default=None, type=reference_spec,
+                        help="also print paired differences to this reference variant (e.g. lora, full), or to "
+                             "the same configuration at other settings (e.g. precision=fp32): 95%% and family "
+                             "CIs, adjusted p-values, verdicts, the runs that did not fit or did not generalise")
     parser.add_argument("--split", default="validation", choices=list(comparison.RECORDED_SCORE),
                         help="which split the table, the score figures and --compare score: validation "
                              "(dev, the default) or selection (the split every choice was made on)")
@@ -119,10 +121,29 @@ def main(argv=None) -> int:
         return 2
 
 
+def reference_spec(text: str):
+    """``--compare``: a variant name, or ``key=value[,key=value]`` (column values of the reference rows,
+    e.g. ``precision=fp32``: each row against the same configuration at fp32)."""
+    if "=" not in text:
+        return text
+    spec = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if not key or not value:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a variant, or key=value pairs such as precision=fp32")
+        spec[key.strip()] = yaml.safe_load(value.strip())
+    return spec
+
+
+def reference_name(reference) -> str:
+    return reference if isinstance(reference, str) else ",".join(f"{k}={v}" for k, v in reference.items())
+
+
 def run(arguments: argparse.Namespace) -> int:
-    folder = Path(arguments.results or os.environ.get(tables.RESULTS_DIR_VARIABLE)
-                  or tables.DEFAULT_RESULTS_DIR)
-    df = tables.load_results(folder)
+    folders = [Path(f) for f in arguments.results] or [Path(os.environ.get(tables.RESULTS_DIR_VARIABLE)
+                                                            or tables.DEFAULT_RESULTS_DIR)]
+    folder = folders[0]
+    df = tables.load_results(folders[0]) if len(folders) == 1 else tables.load_many(folders)
     if df.empty:
         say(f"no result records (runs/*.json) found under {folder}", file=sys.stderr)
         return 1
@@ -131,7 +152,7 @@ def run(arguments: argparse.Namespace) -> int:
     if ok.empty:
         say("no successful run to summarize", file=sys.stderr)
         return 1
-    if arguments.compare and arguments.compare not in set(ok["variant"]):
+    if isinstance(arguments.compare, str) and arguments.compare not in set(ok["variant"]):
         raise ValueError(f"unknown --compare variant {arguments.compare!r}; the results hold "
                          f"{tables.ordered_variants(ok['variant'].dropna())}")
     score = comparison.RECORDED_SCORE[arguments.split]
@@ -174,7 +195,8 @@ def run(arguments: argparse.Namespace) -> int:
         out = Path(arguments.out) if arguments.out else folder / "figures"
         write_figures(df, out, arguments.task, split=arguments.split)
         if differences is not None and differences["difference"].notna().any():
-            name = f"compare_{arguments.compare}{split_suffix(arguments.split)}{target_suffix(arguments.target)}"
+            name = (f"compare_{reference_name(arguments.compare).replace('=', '-').replace(',', '_')}"
+                    f"{split_suffix(arguments.split)}{target_suffix(arguments.target)}")
             plots.save_figure(comparison.plot_differences(differences), out, name)
             say(f"wrote {name} (PNG + SVG) to {out}")
     return 0
@@ -184,7 +206,7 @@ def compare(df, predictions, arguments, by=None):
     """Print analysis.compare's table for ``--compare``; return it."""
     table = comparison.compare(df, predictions, reference=arguments.compare, split=arguments.split,
                                margin=arguments.margin, by=by, target=arguments.target)
-    say(f"\n## Paired differences to {arguments.compare} (×100; {comparison.table_description(table)})\n")
+    say(f"\n## Paired differences to {reference_name(arguments.compare)} (×100; {comparison.table_description(table)})\n")
     say(tables.to_markdown(comparison.format_comparison(table)))
     if (table["verdict"] == "no predictions").all():
         say(f"\nno per-example predictions on {arguments.split} in these results: the differences need them "

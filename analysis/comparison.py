@@ -144,7 +144,8 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
         for cell in cells:
             if is_reference[cell.index].any():
                 continue
-            rows.append(_compare_cell(cell, references, keys, task, index, split, target, level))
+            rows.append(_compare_cell(cell, references, keys, task, index, split, target, level,
+                                      fixed=["variant"] if isinstance(reference, str) else list(reference)))
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError(f"nothing to compare with the reference {reference!r}: every successful run is "
@@ -208,7 +209,7 @@ class _PredictionIndex:
         return self.groups.get((run["study"], run["config_hash"]) if self.with_study else run["config_hash"])
 
 
-def _compare_cell(cell, references, keys, task, index, split, target, level) -> dict:
+def _compare_cell(cell, references, keys, task, index, split, target, level, fixed=("variant",)) -> dict:
     metric = _metric_of(cell)
     first = cell.iloc[0]
     row = {**{key: first[key] for key in keys}, "task": task, "baseline": bool(first.get("baseline", False)),
@@ -218,7 +219,7 @@ def _compare_cell(cell, references, keys, task, index, split, target, level) -> 
            "share_interaction": np.nan, "paired": None, "verdict": None, "note": ""}
     scores, failures = _run_scores(cell, metric, index, split)
     row.update(_failure_summary(scores, failures, level))
-    reference, why = _matching_reference(cell, references, keys)
+    reference, why = _matching_reference(cell, references, keys, fixed)
     if reference is None:
         return {**row, "verdict": "not comparable", "note": why}
     row["reference"] = config_label(reference.iloc[0], keys)
@@ -280,13 +281,16 @@ def _failure_summary(scores, failures, level) -> dict:
     return summary
 
 
-def _matching_reference(cell, references, keys):
+def _matching_reference(cell, references, keys, fixed=("variant",)):
+    """The reference cell that agrees with ``cell`` on the most settings besides those the reference
+    names (``fixed``: a variant reference names the variant; ``precision=fp32`` names the precision, so
+    each configuration is paired with its own fp32 twin)."""
     if not references:
         return None, "no reference run on this task"
     if len(references) == 1:
         return references[0], ""
     first = cell.iloc[0]
-    settings = [key for key in keys if key != "variant"]
+    settings = [key for key in keys if key not in fixed]
 
     def agreement(reference):
         return sum(_same(first[key], reference.iloc[0][key]) for key in settings)

@@ -25,11 +25,11 @@ DEFAULT_RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 TASK_ORDER = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb", "wnli")
 #: settings that tell configurations apart; the table's default rows split on those that vary
 GROUPING_CANDIDATES = ("study", "model", "pooling", "rank", "alpha", "target_modules", "lr", "head_lr", "epochs",
-                       "warmup", "max_length")
+                       "warmup", "max_length", "precision")
 #: every configuration field of a record (used to explain runs that look like duplicates)
 CONFIG_FIELDS = ("study", "experiment", "model", "model_name_or_path", "pooling", "rank", "alpha", "target_modules",
                  "dropout", "lr", "head_lr", "epochs", "max_steps", "batch_size", "max_length", "warmup",
-                 "weight_decay", "max_train_samples")
+                 "weight_decay", "max_train_samples", "precision")
 RECORD_FIELDS = ("config_hash", "status", "error", "timestamp", "git_commit", "experiment", "variant",
                  "baseline", "task", *CONFIG_FIELDS[2:], "seed", "main_metric", "main_score", "eval_loss",
                  "trainable_params", "total_params", "adapter_bytes", "train_seconds", "steps",
@@ -73,6 +73,12 @@ def load_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
     frame["baseline"] = baseline_flags(frame)
     return frame.reset_index(drop=True)
+
+
+def load_many(folders) -> pd.DataFrame:
+    """``load_results`` of several folders as one table (each row's ``study`` names its folder)."""
+    frames = [load_results(folder) for folder in folders]
+    return pd.concat(frames, ignore_index=True) if frames else load_results(folders)
 
 
 def _study_name(file: Path, root: Path) -> str:

@@ -526,3 +526,23 @@ def test_seeds_with_their_own_dev_examples_count_every_source_of_variation_in_th
                                              "prediction": predicted[seed]}))
     row = analysis.compare(pd.DataFrame(runs), pd.concat(predictions), reference="lora").iloc[0]
     assert row["n_seeds"] == 3 and "resampled within each seed" in row["note"]
+
+
+def test_compare_against_the_same_configuration_at_another_setting_across_folders(tmp_path, capsys):
+    """``--compare precision=fp32`` over two folders pairs every configuration with its own fp32 twin:
+    the same runs written twice, marked fp32 in one folder and bf16 in the other, differ by exactly 0."""
+    import json
+
+    from analysis.__main__ import main
+
+    for folder, precision in (("fp32", "fp32"), ("bf16", "bf16")):
+        write_fake_records(tmp_path / folder, study="s", with_predictions=True)
+        for path in (tmp_path / folder / "s" / "runs").glob("*.json"):
+            record = json.loads(path.read_text())
+            path.write_text(json.dumps({**record, "precision": precision}))
+    assert main([str(tmp_path / "bf16"), str(tmp_path / "fp32"), "--by", "variant,rank,alpha,precision",
+                 "--compare", "precision=fp32", "--no-figures"]) == 0
+    table = capsys.readouterr().out.split("## Paired differences to precision=fp32")[1]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| mrpc |")]
+    assert rows and all(row[1].replace("precision=bf16", "precision=fp32") == row[2] for row in rows)
+    assert all(row[4].startswith("+0.0 [+0.0, +0.0]") or row[4] == "–" for row in rows)
