@@ -24,10 +24,18 @@ def test_a_short_run_per_variant_leaves_one_ok_record(variant, tmp_path):
     assert 0 < record["trainable_params"] <= record["total_params"]
     assert record["adapter_bytes"] > 0
     assert record["baseline"] is variants.lookup(variant).is_baseline
+    assert record["precision"] == {"no": "fp32", "bf16": "bf16"}[record["config"]["train"]["mixed_precision"]]
     if variants.lookup(variant).saves_all_trainable:
         assert record["trainable_params"] == record["total_params"]
     elif variants.lookup(variant).is_baseline:
         assert record["trainable_params"] < 1000  # the head only: 384 * 2 + 2
+
+
+def test_a_bf16_run_records_its_precision_and_is_its_own_configuration(tmp_path):
+    fp32 = runner.run(config(tmp_path, "variant=lora", "train.mixed_precision=no"), show_progress=False)
+    bf16 = runner.run(config(tmp_path, "variant=lora", "train.mixed_precision=bf16"), show_progress=False)
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16") and bf16["status"] == "ok"
+    assert fp32["config_hash"] != bf16["config_hash"] and not bf16.get("skipped")
 
 
 def test_a_successful_config_is_skipped_on_rerun(tmp_path):
