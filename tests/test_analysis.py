@@ -145,6 +145,7 @@ def test_variant_task_table_cells_are_mean_and_std_times_100(results, df):
     assert baseline["trainable params"].endswith("M")
 
 
+@pytest.mark.slow
 def test_median_table_and_grouping_by_variant_only(results, df):
     _, records = results
     table = analysis.variant_task_table(df, stat="median", by=["variant", "rank", "alpha"])
@@ -224,6 +225,7 @@ PLOTS = [analysis.plot_metric_vs_params, analysis.plot_metric_vs_rank, analysis.
          analysis.plot_cost, analysis.plot_learning_curves]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plot", PLOTS, ids=lambda plot: plot.__name__)
 def test_each_plot_writes_non_empty_png_and_svg(plot, df, tmp_path):
     figure = plot(df, "mrpc")
@@ -233,6 +235,7 @@ def test_each_plot_writes_non_empty_png_and_svg(plot, df, tmp_path):
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in figure.axes if ax.has_data())
 
 
+@pytest.mark.slow
 def test_saving_the_same_figure_twice_gives_the_same_bytes(df, tmp_path):
     first = analysis.save_figure(analysis.plot_cost(df, "mrpc"), tmp_path / "a", "cost")
     second = analysis.save_figure(analysis.plot_cost(df, "mrpc"), tmp_path / "b", "cost")
@@ -306,6 +309,7 @@ def test_plots_explain_missing_data(df):
 
 
 # ------------------------------------------------------------------------------ command, notebook, imports
+@pytest.mark.slow
 def test_command_prints_markdown_tables_and_writes_figures(results, tmp_path):
     folder, _ = results
     completed = subprocess.run(
@@ -321,6 +325,7 @@ def test_command_prints_markdown_tables_and_writes_figures(results, tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 0 and (tmp_path / f"{name}.svg").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_command_names_what_a_cell_is(results, capsys):
     from analysis.__main__ import main
     folder, _ = results
@@ -330,6 +335,7 @@ def test_command_names_what_a_cell_is(results, capsys):
     assert "## Main metric per task ×100 on dev (one seed per row)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_command_reports_bad_input_without_a_traceback(results, tmp_path, capsys):
     from analysis.__main__ import main
     folder, _ = results
@@ -343,6 +349,7 @@ def test_command_reports_bad_input_without_a_traceback(results, tmp_path, capsys
     assert "no result records" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_the_fake_results(results, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -359,6 +366,7 @@ def test_notebook_runs_on_the_fake_results(results, monkeypatch):
                for output in outputs)
 
 
+@pytest.mark.slow
 def test_importing_analysis_never_imports_torch(results):
     folder, _ = results
     code = ("import sys, analysis, analysis.__main__; "

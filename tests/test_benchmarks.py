@@ -144,6 +144,7 @@ def test_every_training_contender_comes_in_each_precision_and_inference_in_fp32_
     assert [c.label for c in chosen if c.impl == "ours" and c.mode == "train"] == ["lora ours", "lora ours, bf16"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["ours", "peft"])
 def test_a_bf16_contender_stores_its_frozen_linear_weights_in_bf16_and_trains_in_fp32(impl, tmp_path):
     pytest.importorskip("peft")

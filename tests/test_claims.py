@@ -78,6 +78,7 @@ def sweep_worker(folder, counter, seeds, start):
         runner.run(config(folder, "variant=head", f"seed={seed}"), show_progress=False)
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_train_each_configuration_once(tmp_path):
     folder, seeds = tmp_path / "results", [0, 1, 2, 3]
     fork = multiprocessing.get_context("fork")
@@ -116,6 +117,7 @@ def start_a_run_that_trains_forever(folder):
     return victim
 
 
+@pytest.mark.slow
 def test_a_claim_left_by_a_sigkilled_run_is_taken_over_on_rerun(tmp_path, monkeypatch):
     folder = tmp_path / "results"
     victim = start_a_run_that_trains_forever(folder)
@@ -130,6 +132,7 @@ def test_a_claim_left_by_a_sigkilled_run_is_taken_over_on_rerun(tmp_path, monkey
     assert leftover_claims(folder) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("age, taken_over", [(31.0, True), (1.0, False)])
 def test_a_claim_from_another_host_is_taken_over_only_after_its_timeout(age, taken_over, tmp_path, monkeypatch):
     folder = tmp_path / "results"
@@ -147,6 +150,7 @@ def test_a_claim_from_another_host_is_taken_over_only_after_its_timeout(age, tak
         assert records(folder) == []
 
 
+@pytest.mark.slow
 def test_a_live_claim_on_this_host_is_skipped_and_the_sweep_goes_on(tmp_path, monkeypatch, caplog):
     folder = tmp_path / "results"
     busy, free = config(folder, "variant=head", "seed=0"), config(folder, "variant=head", "seed=1")
@@ -160,6 +164,7 @@ def test_a_live_claim_on_this_host_is_skipped_and_the_sweep_goes_on(tmp_path, mo
     assert len(said) == 1 and f"pid {os.getpid()}" in said[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ending", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_every_ending_releases_the_claim_and_a_failed_run_can_be_rerun(ending, tmp_path, monkeypatch):
     folder = tmp_path / "results"
@@ -176,6 +181,7 @@ def test_every_ending_releases_the_claim_and_a_failed_run_can_be_rerun(ending, t
     assert trainings(tmp_path) == 2 and leftover_claims(folder) == []
 
 
+@pytest.mark.slow
 def test_the_heartbeat_keeps_a_long_run_claimed(tmp_path):
     with claims.hold(tmp_path, "abc", stale_after=2.0) as claim:
         time.sleep(4.0)  # two timeouts: only the heartbeat keeps it fresh
@@ -206,6 +212,7 @@ def test_a_stale_claim_is_replaced_once_when_two_launchers_find_it(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
+@pytest.mark.slow
 def test_progress_shows_running_apart_from_done_and_missing(tmp_path, capsys):
     sweep = ["variant=head", "seed=0,1,2,3", f"results.dir={tmp_path}", "results.stale_claim_after=60"]
     cfgs = [cfg for _, cfg in progress.planned_runs(["-m", *sweep])]
@@ -258,6 +265,7 @@ def with_an_earlier_record(folder):
     return snapshot(folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["record", "claim"])
 def test_a_failing_write_leaves_the_folder_as_it_was_and_names_the_file(where, tmp_path, monkeypatch):
     folder = tmp_path / "results"
@@ -301,6 +309,7 @@ def fill(disk, leave_bytes):
     os.truncate(disk / "filler", max(0, os.path.getsize(disk / "filler") - leave_bytes))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("room", ["none", "for the claim only", "read-only"])
 def test_a_real_full_or_read_only_disk_leaves_it_as_it_was(room, small_disk, tmp_path, monkeypatch):
     folder = small_disk / "results"

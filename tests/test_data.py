@@ -58,6 +58,7 @@ def tokenizer():
 
 # -- real GLUE files --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"no GLUE folder at {GLUE_DIR}")
 @pytest.mark.parametrize("name", sorted(GLUE_COUNTS))
 def test_glue_task_loads_with_official_counts(name):

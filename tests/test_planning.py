@@ -68,6 +68,7 @@ def test_when_the_dev_set_sets_the_floor_the_planner_says_so_and_counts_examples
     assert 2 <= row["seeds_equivalence"] <= 20 and np.isnan(row["examples_equivalence"])
 
 
+@pytest.mark.slow
 def test_when_seeds_vary_and_examples_do_not_seeds_suffice(tmp_path):
     """Every example right with probability 0.8 + a seed's shift of ±0.05: σ²(seed) = 25 points²,
     σ²(example) = 0, σ²(interaction) = 10⁴ · mean p(1 - p) ≈ 1575. Detecting 5 points takes about

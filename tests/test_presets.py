@@ -40,6 +40,7 @@ def stand_in_tuned_file(folder: Path, preset: str) -> list[str]:
     return [f"train.tuned_file={path}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_each_value_of_a_preset_sweep_is_a_valid_run(preset, tmp_path):
     sweep = sweep_of(preset)
@@ -53,6 +54,7 @@ def test_each_value_of_a_preset_sweep_is_a_valid_run(preset, tmp_path):
             build(composed(overrides + extra))  # and the one the run makes
 
 
+@pytest.mark.slow
 def test_the_sst2_preset_is_the_main_table_on_a_stated_subset():
     main, sst2 = sweep_of("glue_table"), sweep_of("glue_table_sst2")
     assert sst2["task"] == ["sst2"] and sst2["variant"] == main["variant"] and sst2["seed"] == main["seed"]
@@ -74,6 +76,7 @@ def test_second_edition_tuning_uses_the_head_and_epochs_stage_one_chose(preset):
     assert cfg["results"]["dir"] == "results/second_edition/tuning"
 
 
+@pytest.mark.slow
 def test_second_edition_tuning_gives_every_variant_the_same_grid():
     main, sst2, rte = (sweep_of(p) for p in SECOND_EDITION_TUNING)
     assert sorted(main["variant"]) == sorted(p.stem for p in (CONF / "variant").glob("*.yaml"))
@@ -83,6 +86,7 @@ def test_second_edition_tuning_gives_every_variant_the_same_grid():
     assert composed(["experiment=second_edition_tuning_sst2"])["data"]["max_train_samples"] == 8000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuning, final", [("second_edition_tuning", "second_edition_final"),
                                            ("second_edition_tuning_sst2", "second_edition_final_sst2"),
                                            ("second_edition_tuning_rte", "second_edition_final_rte")])
@@ -97,6 +101,7 @@ def test_second_edition_final_trains_as_it_was_tuned(tuning, final, tmp_path):
     assert final_sweep["train.lr_factor"] == ["1"] and "0" not in final_sweep["seed"] and len(final_sweep["seed"]) == 5
 
 
+@pytest.mark.slow
 def test_second_edition_rank_study_gives_lora_and_rslora_one_rate_across_ranks(tmp_path):
     """Stage 4: both variants at LoRA's tuned rate, trained as stage 2 trained, r from 4 to 256."""
     tuned = composed(["experiment=second_edition_tuning"])
@@ -110,6 +115,7 @@ def test_second_edition_rank_study_gives_lora_and_rslora_one_rate_across_ranks(t
     assert study["results"]["dir"] == "results/second_edition/rank"
 
 
+@pytest.mark.slow
 def test_the_rank_check_at_rsloras_own_rate_differs_from_stage_four_only_in_the_rate():
     """The check added after stage 4: rsLoRA at r = 4 and 256 at the rate stage 2 chose for rsLoRA (no
     tuned_variant: the run's own), stage 4's seeds, training and data, in a folder of its own."""
@@ -124,6 +130,7 @@ def test_the_rank_check_at_rsloras_own_rate_differs_from_stage_four_only_in_the_
     assert check["results"]["dir"] == "results/second_edition/rank_own_rate"
 
 
+@pytest.mark.slow
 def test_progress_counts_a_sweep_and_sees_what_is_done(tmp_path):
     sweep = ["experiment=rank_sweep", "variant=lora,head", "rank=4,8", f"results.dir={tmp_path}"]
     done, missing = progress.progress(sweep)
@@ -151,6 +158,7 @@ def test_progress_of_a_final_preset_before_its_tuned_file_says_what_to_run(tmp_p
 COMMITTED_STUDIES = ["glue_table", "glue_table_sst2", "rank_sweep", "alpha_sweep", "target_sweep", "second_edition_head"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", COMMITTED_STUDIES)
 def test_committed_studies_are_still_recognised_as_done(preset, monkeypatch):
     monkeypatch.chdir(CONF.parent)  # the presets' results.dir is relative to the repository

@@ -50,6 +50,7 @@ def rows(dataset) -> Counter:
 
 # -- the selection split ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_selection_split_is_held_out_of_train_and_the_same_whatever_the_seed_and_train_size():
     full = data.load_splits(DEMO, None)["train"]
     first = data.load_splits(DEMO, None, selection_fraction=0.1)
@@ -88,6 +89,7 @@ def test_a_bad_selection_fraction_is_named(fraction):
 
 # -- records, predictions, collapse endpoints ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_with_a_selection_split_records_it_and_writes_predictions_that_match(tmp_path):
     cfg = composed(*SHORT, "train.max_steps=10", "data.selection_fraction=0.1", f"results.dir={tmp_path}")
     record = runner.run(cfg, show_progress=False)
@@ -114,6 +116,7 @@ def test_a_run_with_a_selection_split_records_it_and_writes_predictions_that_mat
         assert (part["prediction"] == part["label"]).mean() == pytest.approx(scores["accuracy"])
 
 
+@pytest.mark.slow
 def test_without_a_selection_split_a_record_is_as_before_and_the_pooler_trains_with_the_head(tmp_path):
     plain = runner.run(composed(*SHORT, "train.max_steps=2", "variant=head", f"results.dir={tmp_path}"),
                        show_progress=False)
@@ -129,6 +132,7 @@ def test_without_a_selection_split_a_record_is_as_before_and_the_pooler_trains_w
     assert pooled["adapter_bytes"] > plain["adapter_bytes"]
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_while_writing_its_predictions_leaves_neither_them_nor_an_ok_record(tmp_path, monkeypatch):
     def broken_disk(table, where, **kwargs):
         Path(where).write_bytes(b"half a file")
@@ -198,6 +202,7 @@ def test_new_settings_at_their_defaults_keep_the_old_hashes():
     assert moved["variant"] == {"name": "vera", "options": {"projection_seed": 3}}
 
 
+@pytest.mark.slow
 def test_a_learning_rate_factor_is_hashed_as_the_learning_rate_it_gives():
     scaled = build(composed("variant=vera", "train.lr_factor=0.25"))
     direct = build(composed("variant=vera", "train.lr=5e-3", "train.head_lr=1e-3"))
@@ -208,6 +213,7 @@ def test_a_learning_rate_factor_is_hashed_as_the_learning_rate_it_gives():
         build(composed("train.lr_factor=-1"))
 
 
+@pytest.mark.slow
 def test_a_tuned_file_is_hashed_as_the_learning_rate_it_names(tmp_path):
     path = tmp_path / "tuned.yaml"
     path.write_text(yaml.safe_dump({"demo": {"lora": {"lr": 1e-3, "head_lr": None}}}))
@@ -218,6 +224,7 @@ def test_a_tuned_file_is_hashed_as_the_learning_rate_it_names(tmp_path):
         build(composed("variant=dora", f"train.tuned_file={path}"))
 
 
+@pytest.mark.slow
 def test_a_run_can_take_another_variants_tuned_rate(tmp_path):
     path = tmp_path / "tuned.yaml"
     path.write_text(yaml.safe_dump({"demo": {"lora": {"lr": 1e-3, "head_lr": 4e-3}, "rslora": {"lr": 3e-4, "head_lr": None}}}))

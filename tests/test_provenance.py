@@ -79,6 +79,7 @@ def test_local_data_is_identified_by_each_file_digest(tmp_path):
     assert identity["data_files"]["train"] == str(tmp_path / "T" / "train.tsv")
 
 
+@pytest.mark.slow
 def test_a_run_records_its_provenance_outside_the_config_hash(tmp_path):
     cfg = config(tmp_path)
     record = runner.run(cfg, show_progress=False)

@@ -55,6 +55,7 @@ def fake_study(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_planted_differences_get_the_verdicts_they_should(fake_study):
     claims = [CLAIM,
               {**CLAIM, "claim": "the head beats full fine-tuning", "variant": "head", "reference": "full"},
@@ -99,6 +100,7 @@ def test_planted_differences_get_the_verdicts_they_should(fake_study):
     assert mrpc["params_ratio"] == pytest.approx(trainable_params("head", 8, 2) / trainable_params("full", 8, 2))
 
 
+@pytest.mark.slow
 def test_the_target_changes_the_intervals_not_the_differences(fake_study):
     path = write_claims(fake_study, [CLAIM])
     new, fixed = (published_claims.check_claims(path, target=target) for target in stats.TARGETS)

@@ -30,6 +30,7 @@ def statuses(path):
     return published_claims.summarize_claims(table).set_index("claim")
 
 
+@pytest.mark.slow
 def test_registered_before_the_runs_counts_none_before_and_after_the_fact_all(tmp_path):
     early = write_claims(tmp_path, [CLAIM], "early.yaml")
     done = registration.register(early, now=BEFORE)  # no run yet: the folder is made for the registration
@@ -47,6 +48,7 @@ def test_registered_before_the_runs_counts_none_before_and_after_the_fact_all(tm
     assert entries[0]["sha256"] == registration.sha256(early)
 
 
+@pytest.mark.slow
 def test_a_file_changed_after_registration_says_how(tmp_path):
     write_fake_records(tmp_path, study="study", with_predictions=True)
     path = write_claims(tmp_path, [CLAIM, OTHER])
@@ -71,12 +73,14 @@ def test_a_file_changed_after_registration_says_how(tmp_path):
     assert registration.register(path, now=later)[0][1].startswith("already registered on 2026-01-01")
 
 
+@pytest.mark.slow
 def test_an_unregistered_file_says_so(tmp_path):
     write_fake_records(tmp_path, study="study", with_predictions=True)
     summary = statuses(write_claims(tmp_path, [CLAIM]))
     assert summary.loc[CLAIM["claim"], ["registered", "since registration"]].tolist() == ["no", "never registered"]
 
 
+@pytest.mark.slow
 def test_the_command_registers_and_names_what_exists_already(tmp_path, capsys):
     records = write_fake_records(tmp_path, study="study", with_predictions=True)
     ok = sum(record["status"] == "ok" for record in records)

@@ -41,6 +41,7 @@ def page(df):
     return analysis.build_report(df, title="fake study")
 
 
+@pytest.mark.slow
 def test_the_report_is_self_contained(page):
     from analysis.report import _plotly_js
 
@@ -71,6 +72,7 @@ def test_the_summary_data_are_the_tables_numbers(df, page):
     assert len(data["rows"]) == len(analysis.variant_task_table(df))
 
 
+@pytest.mark.slow
 def test_the_comparison_is_analysis_compare_s_table_when_given(page, tmp_path):
     assert "Paired comparison" not in page
     write_fake_records(tmp_path, study="glue_small", with_predictions=True)
@@ -93,6 +95,7 @@ def test_the_comparison_is_analysis_compare_s_table_when_given(page, tmp_path):
         assert f"<td>{html.escape(cell)}</td>" in table
 
 
+@pytest.mark.slow
 def test_a_tuning_folder_gets_its_tuning_sensitivity(page, tmp_path):
     from analysis import tuning
     df = analysis.load_results(write_fake_tuning(tmp_path))
@@ -103,6 +106,7 @@ def test_a_tuning_folder_gets_its_tuning_sensitivity(page, tmp_path):
     assert "Tuning sensitivity" not in page  # the fake study ran each variant at one rate
 
 
+@pytest.mark.slow
 def test_the_command_line_writes_the_report(folder, tmp_path, capsys):
     out = tmp_path / "r" / "report.html"
     assert analysis_main(["report", str(folder), "--out", str(out)]) == 0

@@ -15,6 +15,7 @@ def record(run_hash="abc123def456", status="ok", **extra):
     return {"config_hash": run_hash, "status": status, "main_score": 0.5, **extra}
 
 
+@pytest.mark.slow
 def test_hash_ignores_where_results_go_but_not_what_is_run():
     config = build(composed("results.dir=a", "data.glue_dir=/x"))
     moved = build(composed("results.dir=b", "data.glue_dir=/y", "logger=wandb"))
@@ -24,6 +25,7 @@ def test_hash_ignores_where_results_go_but_not_what_is_run():
     assert len(config.config_hash) == 12
 
 
+@pytest.mark.slow
 def test_an_option_at_its_default_is_hashed_as_if_unset():
     assert build(composed("variant.init=kaiming")).config_hash == build(composed()).config_hash
     assert build(composed("variant.init=gaussian")).config_hash != build(composed()).config_hash

@@ -164,6 +164,7 @@ def test_identical_variants_give_a_zero_width_interval_and_one_seed_has_no_dev_s
     assert np.isfinite(one.interval()).all() and np.isnan(one.interval(0.95, "this-dev-set")).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", simulation.DESIGNS, ids=lambda design: design.name)
 @pytest.mark.parametrize("seeds", [5, 10])
 def test_the_95_percent_interval_covers_planted_differences_and_is_not_wider_than_needed(design, seeds):
@@ -176,6 +177,7 @@ def test_the_95_percent_interval_covers_planted_differences_and_is_not_wider_tha
     assert result.width_ratio <= 1.35
 
 
+@pytest.mark.slow
 def test_the_old_interval_over_covers_when_the_interaction_is_strong():
     """What the re-analysis found: the old interval counted the interaction twice, so with a strong
     interaction its 95 % interval covered 98-99 % of studies; the new one covers fewer (93-97.5 % in the
@@ -185,12 +187,14 @@ def test_the_old_interval_over_covers_when_the_interaction_is_strong():
     assert result.double_counted >= 0.98 > result.coverage
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", simulation.DESIGNS[::3], ids=lambda design: design.name)
 def test_the_dev_set_interval_covers_the_difference_on_a_fixed_dev_set(design):
     result = simulation.coverage(replace(design, seeds=5), 1000, target="this-dev-set", seed=12)
     assert 0.93 <= result.coverage <= 0.975
 
 
+@pytest.mark.slow
 def test_a_linearised_metric_covers_too():
     """Matthews' correlation is no mean over examples: its jackknife contributions feed the same
     components, and the interval still covers the expected difference (the mean of the estimates)."""
@@ -198,6 +202,7 @@ def test_a_linearised_metric_covers_too():
     assert 0.93 <= result.coverage <= 0.975
 
 
+@pytest.mark.slow
 def test_a_planted_difference_of_the_detectable_size_is_found_80_percent_of_the_time():
     """5 seeds, per-seed differences N(delta, 1), no example noise: at delta = (t_0.975 + t_0.8) (4 df)
     / sqrt(5) the t-test rejects with probability 0.79 (noncentral t), and ``detectable`` read off
@@ -262,6 +267,7 @@ def table(study):
     return analysis.compare(df, predictions, reference="lora")
 
 
+@pytest.mark.slow
 def test_load_predictions_round_trips_and_aligns_with_the_records(study):
     folder, records, df, predictions = study
     assert list(predictions.columns) == ["study", "config_hash", "split", "example", "label", "prediction",
@@ -282,6 +288,7 @@ def test_load_predictions_round_trips_and_aligns_with_the_records(study):
     assert analysis.load_predictions(df[df["status"] == "failed"]).empty
 
 
+@pytest.mark.slow
 def test_compare_has_one_row_per_task_and_non_reference_cell(study, table):
     _, records, _, _ = study
     cells = {(r["variant"], r["task"], r["rank"], r["alpha"]) for r in records if r["variant"] != "lora"}
@@ -346,6 +353,7 @@ def test_compare_counts_runs_that_did_not_fit_and_did_not_generalise_separately(
     assert vera["mean_of_fitted"] == pytest.approx(100 * np.mean(kept))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure, planted", [("did not fit", NOT_FIT_RUNS),
                                               ("did not generalise", NOT_GENERALISED_RUNS)])
 def test_failure_table_counts_the_planted_failures_in_every_cell(study, failure, planted):
@@ -363,6 +371,7 @@ def test_failure_table_counts_the_planted_failures_in_every_cell(study, failure,
         analysis.failure_table(df, predictions, "collapsed")
 
 
+@pytest.mark.slow
 def test_command_prints_both_failure_tables(study, capsys):
     from analysis.__main__ import main
     assert main([str(study[0]), "--no-figures"]) == 0
@@ -394,6 +403,7 @@ def test_compare_on_planted_answers_better_and_equivalent():
     assert twin["difference"] == 0 and twin["ci_low"] == twin["ci_high"] == 0
 
 
+@pytest.mark.slow
 def test_compare_without_predictions_says_so_instead_of_failing(study):
     _, _, df, _ = study
     table = analysis.compare(df, None, reference="full")
@@ -405,6 +415,7 @@ def test_compare_without_predictions_says_so_instead_of_failing(study):
         analysis.compare(df, None, reference="lorra")
 
 
+@pytest.mark.slow
 def test_command_prints_the_comparison_table(study, capsys):
     from analysis.__main__ import main
     folder, _, _, _ = study
@@ -417,6 +428,7 @@ def test_command_prints_the_comparison_table(study, capsys):
     assert "lorra" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_command_split_selection_tabulates_and_draws_the_selection_scores(study, tmp_path, capsys):
     from analysis.__main__ import main
     folder, records, _, _ = study
@@ -452,6 +464,7 @@ def test_command_split_names_the_valid_choices_and_records_without_that_split(st
     assert "no successful run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_forest_plot_draws_each_difference_and_saves_the_same_bytes_twice(table, tmp_path):
     figure = analysis.plot_differences(table)
     ax = figure.axes[0]
@@ -480,6 +493,7 @@ def test_params_plot_error_bars_are_95_percent_t_intervals_over_seeds(study):
     assert segment[1][1] - segment[0][1] == pytest.approx(2 * half)
 
 
+@pytest.mark.slow
 def test_notebook_shows_the_comparison_table_and_forest_plot(study, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -496,6 +510,7 @@ def test_notebook_shows_the_comparison_table_and_forest_plot(study, monkeypatch)
     assert not any("no per-example predictions" in output.get("text", "") for output in outputs)
 
 
+@pytest.mark.slow
 def test_the_target_flag_names_its_choices_and_labels_the_table(study, tmp_path, capsys):
     from analysis.__main__ import main
     with pytest.raises(SystemExit):
@@ -528,6 +543,7 @@ def test_seeds_with_their_own_dev_examples_count_every_source_of_variation_in_th
     assert row["n_seeds"] == 3 and "resampled within each seed" in row["note"]
 
 
+@pytest.mark.slow
 def test_compare_against_the_same_configuration_at_another_setting_across_folders(tmp_path, capsys):
     """``--compare precision=fp32`` over two folders pairs every configuration with its own fp32 twin:
     the same runs written twice, marked fp32 in one folder and bf16 in the other, differ by exactly 0."""

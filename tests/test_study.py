@@ -79,6 +79,7 @@ def test_the_second_edition_replayed_from_its_records(tmp_path, capsys):
     assert written.read_bytes() == (study.folder / "tuning" / "tuned.yaml").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_dry_run_of_a_new_study_plans_and_prices_it(tmp_path, capsys):
     assert studies.main([study_file(tmp_path), "--dry-run"]) == 0
     printed = capsys.readouterr().out

@@ -32,6 +32,7 @@ def check_task(spec: dict, source: str = "task config") -> Task:
 
 # -- every shipped task is valid ------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_task_is_valid(name):
     check_task(shipped(name), f"conf/task/{name}.yaml")
@@ -109,6 +110,7 @@ MISTAKES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mistake", list(MISTAKES))
 def test_each_mistake_fails_naming_the_key(mistake):
     name, change, expected = MISTAKES[mistake]
@@ -164,6 +166,7 @@ def test_a_missing_column_is_named_in_the_files_and_the_tasks_names(tmp_path, ki
 
 # -- the command line: task.* overrides, every task of a sweep ----------------------------------------
 
+@pytest.mark.slow
 def test_task_overrides_are_checked_with_the_task():
     check(["task=mrpc", "task.main_metric=f1"])  # MRPC's metric returns f1
     with pytest.raises(ConfigError, match=r"conf/task/sst2\.yaml\): main_metric 'f1' is not among"):
@@ -232,6 +235,7 @@ ISSUE_MISTAKES = {  # task YAML edit (a function of RTE's YAML) -> what the erro
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mistake", list(ISSUE_MISTAKES))
 def test_run_py_stops_a_bad_task_yaml_before_training(mistake, tmp_path):
     change, expected = ISSUE_MISTAKES[mistake]
@@ -248,6 +252,7 @@ def test_run_py_stops_a_bad_task_yaml_before_training(mistake, tmp_path):
     assert not (tmp_path / "results").exists() and not (tmp_path / "hydra").exists()
 
 
+@pytest.mark.slow
 def test_run_py_stops_a_bad_task_override_before_training(tmp_path):
     done = run_py("task=sst2", "task.main_metric=f1", f"results.dir={tmp_path / 'results'}")
     assert done.returncode != 0
@@ -256,6 +261,7 @@ def test_run_py_stops_a_bad_task_override_before_training(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_a_good_task_in_another_config_dir_reaches_hydra(tmp_path):
     (tmp_path / "task").mkdir()
     (tmp_path / "task" / "mine.yaml").write_text(yaml.safe_dump(shipped("rte")))

@@ -51,6 +51,7 @@ def test_the_figure_draws_one_curve_per_variant(tuned):
         tuning.plot_tuning_sensitivity(tuned, "rte")
 
 
+@pytest.mark.slow
 def test_the_command_prints_and_draws_the_tuning_sensitivity(tuned, tmp_path, capsys):
     folder = tmp_path / "tuning"
     write_fake_tuning(tmp_path)

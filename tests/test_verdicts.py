@@ -80,6 +80,7 @@ def vera_like_study(folder):
     return folder / "study"
 
 
+@pytest.mark.slow
 def test_the_vera_case_gets_one_verdict_in_compare_and_in_the_claims_table(tmp_path, capsys):
     study = vera_like_study(tmp_path)
     df = analysis.load_results(study)
