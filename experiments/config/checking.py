@@ -41,7 +41,7 @@ def _variant_class(name):
         raise ConfigError(f"variant={name!r}: {error}") from None
 
 
-def _shown(value) -> str:
+def shown_value(value) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
@@ -110,7 +110,7 @@ def explain(error: OmegaConfBaseException, given: dict, variant_schema, task_sou
     item = _field_of(key, variant_schema)
     rule = item.metadata.get("rule") if item is not None else None
     wants = rule.wants if rule is not None else f"of type {getattr(item, 'type', '?')}"
-    return ConfigError(f"{prefix}{key}={_shown(_at(given, key))}: must be {wants}")
+    return ConfigError(f"{prefix}{key}={shown_value(_at(given, key))}: must be {wants}")
 
 
 def _check_rules(instance, prefix: str = "", task_source: str = "") -> None:
@@ -121,7 +121,7 @@ def _check_rules(instance, prefix: str = "", task_source: str = "") -> None:
         rule = item.metadata.get("rule")
         if rule is not None and not rule(value):
             where = f"{task_source}: " if task_source and key.startswith("task.") else ""
-            raise ConfigError(f"{where}{key}={_shown(value)}: must be {rule.wants}")
+            raise ConfigError(f"{where}{key}={shown_value(value)}: must be {rule.wants}")
         if dataclasses.is_dataclass(value):
             _check_rules(value, key + ".", task_source)
 
@@ -130,7 +130,7 @@ def _target_modules(value) -> None:
     good = (isinstance(value, str) and bool(value.strip())) or (
         isinstance(value, list) and bool(value) and all(isinstance(v, str) and v.strip() for v in value))
     if not good:
-        raise ConfigError(f"target_modules={_shown(value)}: must be a list of layer names ([query,value]), a regex "
+        raise ConfigError(f"target_modules={shown_value(value)}: must be a list of layer names ([query,value]), a regex "
                           "string, or all-linear")
 
 

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from .checking import build, option_rule_of, yaml_problem
+from .checking import build, option_rule_of, shown_value, yaml_problem
 from .errors import ConfigError
 from .schema import RunConfig, register
 from .task import suggestion
@@ -124,7 +124,7 @@ def _check_value(key: str, item, value) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     rule = item.metadata.get("rule")
-    shown = "null" if value is None else repr(value) if isinstance(value, str) else str(value)
+    shown = shown_value(value)
     try:
         converted = _convert(value, item.type) if item.type is not object else value
     except (OmegaConfBaseException, ValueError, TypeError):
