@@ -260,18 +260,31 @@ class Ledger:
 
 
 def launch(study: Study, points: list[Point], launcher: list[str], say) -> None:
-    """Train ``points`` through ``python run.py -m``, one sweep per (stage, task, factor) group."""
-    groups_of: dict[tuple, list[Point]] = {}
+    """Train ``points`` through ``python run.py -m``: one sweep per (stage, task) where the points are every
+    combination of their variants, factors and seeds (a grid), else one per (stage, task, factor)."""
+    by_task: dict[tuple, list[Point]] = {}
     for point in points:
-        groups_of.setdefault((point.stage, point.task, point.factor), []).append(point)
-    for (stage, task, factor), members in groups_of.items():
-        variants_swept = ",".join(sorted({p.variant for p in members}))
-        seeds = ",".join(str(s) for s in sorted({p.seed for p in members}))
-        first = dataclasses.replace(members[0])
-        command = [arg for arg in overrides_of(study, first) if not arg.startswith(("variant=", "seed="))]
-        command = [sys.executable, "run.py", "-m", *command, f"variant={variants_swept}", f"seed={seeds}", *launcher]
-        say(f"  $ python run.py -m {' '.join(command[3:])}")
-        done = subprocess.run(command, cwd=REPO)
+        by_task.setdefault((point.stage, point.task), []).append(point)
+    sweeps = []
+    for members in by_task.values():
+        axes = [sorted({getattr(p, axis) for p in members}) for axis in ("variant", "factor", "seed")]
+        if len(members) == len(axes[0]) * len(axes[1]) * len(axes[2]):
+            sweeps.append(members)
+        else:
+            by_factor: dict[float, list[Point]] = {}
+            for point in members:
+                by_factor.setdefault(point.factor, []).append(point)
+            sweeps += list(by_factor.values())
+    for members in sweeps:
+        first = members[0]
+        command = [arg for arg in overrides_of(study, first)
+                   if not arg.startswith(("variant=", "seed=", "train.lr_factor="))]
+        swept = {"variant": sorted({p.variant for p in members}), "seed": sorted({p.seed for p in members})}
+        if first.stage == "tuning":
+            swept["train.lr_factor"] = [_factor_text(f) for f in sorted({p.factor for p in members})]
+        command += [f"{key}={','.join(map(str, values))}" for key, values in swept.items()]
+        say(f"  $ python run.py -m {' '.join(command)}")
+        done = subprocess.run([sys.executable, "run.py", "-m", *command, *launcher], cwd=REPO)
         if done.returncode != 0:
             say(f"  (the sweep exited with status {done.returncode}; its failed runs are recorded and the study goes on)")
 

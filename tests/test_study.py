@@ -16,8 +16,8 @@ from experiments import tune
 from experiments.config import ConfigError
 
 SECOND_EDITION = REPO / "results" / "second_edition" / "study.yaml"
-TINY_OVERRIDES = ["train.max_steps=3", "train.batch_size=8", "train.max_length=32", "data.max_train_samples=64",
-                  "data.max_eval_samples=32", "data.selection_fraction=0.25", "train.mixed_precision=no"]
+TINY_OVERRIDES = ["train.max_steps=2", "train.batch_size=8", "train.max_length=32", "data.max_train_samples=32",
+                  "data.max_eval_samples=32", "data.selection_fraction=0.02", "train.mixed_precision=no"]
 
 
 def study_file(tmp_path, **changes) -> str:
