@@ -37,7 +37,7 @@ VERDICTS = (*verdicts.COMPARISON_VERDICTS, "no predictions", "not comparable")
 #: the two ways a run can fail, each counted on its own (``stats.did_not_fit``, ``stats.did_not_generalise``)
 FAILURES = ("did not fit", "did not generalise")
 #: the record's own score for a split, used where the run has no predictions
-RECORDED_SCORE = {"validation": "main_score", "selection": "selection_score"}
+RECORDED_SCORE = {"validation": "main_score", "selection": "selection_score", "test": "test_score"}
 
 
 # -------------------------------------------------------------------------------------------- loading

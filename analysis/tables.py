@@ -141,12 +141,12 @@ def metric_column(df: pd.DataFrame, metric: str) -> str:
 
 def score_name(column: str, main_metrics) -> str | pd.Series:
     """How tables and figures name the score in ``column``: the task's main metric(s) for
-    ``main_score`` (dev), the same marked as the selection split's for ``selection_score``, else the
-    metric's own name."""
+    ``main_score`` (dev), the same marked as the selection (or test) split's for ``selection_score``
+    (``test_score``), else the metric's own name."""
     if column == "main_score":
         return main_metrics
-    if column == "selection_score":
-        return main_metrics + " on the selection split"
+    if column in ("selection_score", "test_score"):
+        return main_metrics + f" on the {column.removesuffix('_score')} split"
     return column.removeprefix("metric.")
 
 

@@ -353,3 +353,30 @@ def test_the_choice_refuses_a_value_missing_from_a_cell_or_from_the_preference(t
     assert "full on stsb has no run with pooling = mean" in capsys.readouterr().err
     assert choose.main([str(folder), "--setting", "pooling", "--prefer", "model"]) == 2
     assert "--prefer does not list mean" in capsys.readouterr().err
+
+
+def test_a_test_split_is_held_out_of_train_apart_from_the_selection_split_and_the_same_for_every_run():
+    full = data.load_splits(DEMO, None)["train"]
+    first = data.load_splits(DEMO, None, selection_fraction=0.1, test_size=500)
+    other = data.load_splits(DEMO, None, max_train_samples=300, seed=7, selection_fraction=0.1, test_size=500)
+    test, selection = first[data.TEST], first[data.SELECTION]
+    assert abs(len(test) - 500) <= 2 and test.to_list() == other[data.TEST].to_list()
+    assert selection.to_list() == data.load_splits(DEMO, None, selection_fraction=0.1)[data.SELECTION].to_list()
+    assert rows(first["train"]) + rows(selection) + rows(test) == rows(full)  # a partition of train
+    assert not rows(other["train"]) - (rows(full) - rows(selection) - rows(test))
+    assert Counter(test["label"])[0] == pytest.approx(Counter(test["label"])[1], abs=2)  # stratified
+    with pytest.raises(ValueError, match="data.test_size=4000 must leave rows to train on"):
+        data.load_splits(DEMO, None, selection_fraction=0.1, test_size=4000)
+
+
+@pytest.mark.slow
+def test_a_run_with_a_test_split_scores_it_once_and_saves_its_predictions(tmp_path):
+    record = runner.run(composed(*SHORT, "train.max_steps=4", "variant=head", "data.selection_fraction=0.1",
+                                 "data.test_size=100", f"results.dir={tmp_path}"), show_progress=False)
+    assert record["status"] == "ok" and record["test_score"] == record["test_metrics"]["accuracy"]
+    assert all("test" not in entry for entry in record["learning_curve"])  # scored at the end only
+    table = pq.read_table(tmp_path / "runs" / record["predictions_file"]).to_pandas()
+    part = table[table["split"] == "test"]
+    assert 98 <= len(part) <= 102 and (part["prediction"] == part["label"]).mean() == pytest.approx(record["test_score"])
+    assert build(composed("data.test_size=100")).config_hash != build(composed()).config_hash
+    assert "test_size" not in build(composed()).hash_input()["data"]  # neutral when unset: old hashes stay

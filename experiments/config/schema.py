@@ -150,6 +150,9 @@ class DataConfig:
         None, or_null(between(0, 1, low_open=True, high_open=True), "no selection split"),
         "share of train held out, stratified, for choices (the comparison protocol)")
     selection_seed: int = setting(0, integer(), "the selection split's draw (not the training seed)")
+    test_size: Optional[int] = setting(None, or_null(at_least(1), "no held-out test split"),
+                                       "rows of train (after the selection split) held out as a test split, scored once at the end")
+    test_seed: int = setting(0, integer(), "the test split's draw")
 
 
 @dataclass
@@ -221,7 +224,7 @@ class TaskConfig:
 #: they existed: a key at such a value is hashed as if absent, so adding a setting never changes the
 #: hash of a configuration that does not use it (committed records stay recognised). Dotted paths.
 HASH_NEUTRAL: dict[str, tuple] = {
-    "data.selection_fraction": (None,), "data.selection_seed": (0,),
+    "data.selection_fraction": (None,), "data.selection_seed": (0,), "data.test_size": (None,), "data.test_seed": (0,),
     "train.lr_factor": (1, 1.0), "train.tuned_file": (None,), "train.tuned_variant": (None,),
 }
 #: sections that do not change what a run computes (where results go, how it is logged)

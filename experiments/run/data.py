@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..config.task import TRAIN, Task
 
 SELECTION = "selection"  # the split held out of train by data.selection_fraction
+TEST = "test"  # the split held out of train by data.test_size, scored once at the end like dev
 
 
 # -- reading files -----------------------------------------------------------------------------------
@@ -149,7 +150,8 @@ def _subsample(dataset: datasets.Dataset, limit, seed: int) -> datasets.Dataset:
 
 
 def load_splits(task: Task, glue_dir: str | None = None, max_train_samples=None, max_eval_samples=None,
-                seed: int = 0, selection_fraction=None, selection_seed: int = 0) -> datasets.DatasetDict:
+                seed: int = 0, selection_fraction=None, selection_seed: int = 0, test_size=None,
+                test_seed: int = 0) -> datasets.DatasetDict:
     """The task's train and evaluation splits (keys as in ``task.splits``: ``train``, ``validation``,
     and for MNLI ``validation_mismatched``), columns ``text_fields + ["label"]``.
 
@@ -160,7 +162,11 @@ def load_splits(task: Task, glue_dir: str | None = None, max_train_samples=None,
     ``selection_fraction`` (e.g. 0.1) holds that share of the training set out as a ``selection``
     split (see ``selection_split``), drawn first, from the whole training set, with ``selection_seed``
     only: it is the same whatever ``seed`` and ``max_train_samples`` are; ``max_train_samples`` then
-    subsamples what is left for training. ``max_eval_samples`` does not touch the selection split."""
+    subsamples what is left for training. ``max_eval_samples`` does not touch the selection split.
+
+    ``test_size`` (e.g. 5000) holds that many rows of what the selection split leaves out as a ``test``
+    split (stratified alike, drawn with ``test_seed`` only): a large evaluation set disjoint from every
+    run's training rows and from the selection split, the same for every seed and variant."""
     task = Task.of(task)
     base = None
     if task.generate:
@@ -181,10 +187,17 @@ def load_splits(task: Task, glue_dir: str | None = None, max_train_samples=None,
     else:
         raise ValueError(f"task {task.name!r} names no hub: dataset and its local: files are relative; "
                          "pass data.glue_dir")
-    held_out = None
+    held_out, test = None, None
     if selection_fraction is not None:
         kept, chosen = selection_split(splits[TRAIN], selection_fraction, selection_seed, task)
         splits[TRAIN], held_out = splits[TRAIN].select(kept), splits[TRAIN].select(chosen)
+    if test_size is not None:
+        if not 0 < int(test_size) < len(splits[TRAIN]):
+            raise ValueError(f"data.test_size={test_size} must leave rows to train on: the training set holds "
+                             f"{len(splits[TRAIN])} after the selection split")
+        kept, chosen = stratified_split(splits[TRAIN], int(test_size) / len(splits[TRAIN]), f"test-{task.name}-{int(test_seed)}",
+                                        task)
+        splits[TRAIN], test = splits[TRAIN].select(kept), splits[TRAIN].select(chosen)
     # dev subsets are drawn with a fixed seed, not the training seed: every seed and variant is scored on
     # the same examples, so runs can be paired example by example
     splits = datasets.DatasetDict({
@@ -192,6 +205,8 @@ def load_splits(task: Task, glue_dir: str | None = None, max_train_samples=None,
         for key, part in splits.items()})
     if held_out is not None:
         splits[SELECTION] = held_out
+    if test is not None:
+        splits[TEST] = test
     return splits
 
 
@@ -203,6 +218,16 @@ def selection_split(train: datasets.Dataset, fraction, seed: int, task: Task) ->
     depends only on ``seed`` and the task's name, so every variant and training seed sees the same split."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise ValueError(f"data.selection_fraction must be a number in (0, 1) or null, got {fraction!r}")
+    kept, chosen = stratified_split(train, fraction, f"selection-{task.name}-{int(seed)}", task)
+    if not chosen or not kept:
+        raise ValueError(f"data.selection_fraction={fraction} leaves {len(chosen)} of {len(train)} training rows "
+                         "for selection: both parts need at least one row")
+    return kept, chosen
+
+
+def stratified_split(train: datasets.Dataset, fraction: float, draw: str, task: Task) -> tuple[list[int], list[int]]:
+    """(rows kept, rows held out), positions in ``train``, both ascending: ``fraction`` of every class (of
+    every score bin for regression), at least one row of a stratum with two or more, drawn by ``draw``."""
     labels = list(train["label"])
     if task.is_regression:
         bins = max(1, min(10, len(labels) // 20))
@@ -215,7 +240,7 @@ def selection_split(train: datasets.Dataset, fraction, seed: int, task: Task) ->
     groups: dict = {}
     for index, stratum in enumerate(strata):
         groups.setdefault(stratum, []).append(index)
-    rng = random.Random(f"selection-{task.name}-{int(seed)}")
+    rng = random.Random(draw)
     chosen = []
     for stratum in sorted(groups):
         members = groups[stratum]
@@ -224,9 +249,6 @@ def selection_split(train: datasets.Dataset, fraction, seed: int, task: Task) ->
         if len(members) >= 2:
             take = min(max(take, 1), len(members) - 1)
         chosen += members[:take]
-    if not chosen or len(chosen) == len(labels):
-        raise ValueError(f"data.selection_fraction={fraction} leaves {len(chosen)} of {len(labels)} training rows "
-                         "for selection: both parts need at least one row")
     held = set(chosen)
     return [i for i in range(len(labels)) if i not in held], sorted(chosen)
 

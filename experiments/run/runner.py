@@ -98,7 +98,8 @@ def train_and_record(config: RunConfig, results_dir: Path, run_hash: str, log_me
     task, train = config.task_spec, config.train
     splits = data.load_splits(task, config.data.glue_dir, config.data.max_train_samples, config.data.max_eval_samples,
                               seed=config.seed, selection_fraction=config.data.selection_fraction,
-                              selection_seed=config.data.selection_seed)
+                              selection_seed=config.data.selection_seed, test_size=config.data.test_size,
+                              test_seed=config.data.test_seed)
     name_or_path = resolve_name_or_path(config.model)
     model, tokenizer = load_model_and_tokenizer(name_or_path, task.num_labels, config.model.dtype, config.model.pooling)
     total = sum(p.numel() for p in model.parameters())
@@ -114,9 +115,10 @@ def train_and_record(config: RunConfig, results_dir: Path, run_hash: str, log_me
         train_loader, eval_loaders = data.make_loaders(splits, tokenizer, task, train.batch_size, train.max_length,
                                                        seed=config.seed, eval_batch_size=train.eval_batch_size)
         selection_loader = eval_loaders.pop(data.SELECTION, None)
+        test_loader = eval_loaders.pop(data.TEST, None)
         outcome = train_and_evaluate(model, train_loader, eval_loaders, task, train,
                                      variants.targets.head_prefixes(model, heads), log_metrics, show_progress,
-                                     selection_loader=selection_loader)
+                                     selection_loader=selection_loader, test_loader=test_loader)
         keep = results_dir / "adapters" / run_hash if config.results.keep_adapters else None
         record.update(
             status="ok", metrics=outcome.metrics, main_metric=task.main_metric,
@@ -129,8 +131,11 @@ def train_and_record(config: RunConfig, results_dir: Path, run_hash: str, log_me
         if selection_loader is not None:
             record.update(selection_metrics=outcome.selection_metrics,
                           selection_score=task.main_score(outcome.selection_metrics))
+        if test_loader is not None:
+            record.update(test_metrics=outcome.test_metrics, test_score=task.main_score(outcome.test_metrics))
+        held_out = {data.SELECTION: selection_loader, data.TEST: test_loader}
         orders = {split: data.loader_order(loader)
-                  for split, loader in {**eval_loaders, data.SELECTION: selection_loader}.items() if loader is not None}
+                  for split, loader in {**eval_loaders, **held_out}.items() if loader is not None}
         store.write_predictions(results_dir, run_hash, store.predictions_table(outcome.outputs, orders, task.num_labels))
         record["predictions_file"] = store.predictions_path(results_dir, run_hash).name
     except Exception as error:  # the run failed: record why, let the sweep go on

@@ -37,6 +37,8 @@ class TrainOutcome:
     final_train_loss: float = math.nan
     #: metrics on the selection split at the end (None without one)
     selection_metrics: dict | None = None
+    #: metrics on the held-out test split, scored once at the end (None without one)
+    test_metrics: dict | None = None
     #: final-epoch outputs per split ("selection" included): (logits (N, C) float32, labels (N,)), loader order
     outputs: dict = field(default_factory=dict)
 
@@ -123,12 +125,13 @@ def evaluate(model, eval_loaders, task, accelerator, outputs: dict | None = None
 
 
 def train_and_evaluate(model, train_loader, eval_loaders, task, train, head_prefixes=(), log=None,
-                       show_progress=True, selection_loader=None) -> TrainOutcome:
+                       show_progress=True, selection_loader=None, test_loader=None) -> TrainOutcome:
     """Train, then score every eval split. ``task``: the run's ``Task``; ``train``: its ``TrainConfig``
     (checked: every value is valid). ``selection_loader`` (the held-out part of train, if any) is
     scored after every epoch and at the end; its main score joins each epoch's learning-curve entry.
     With a selection split the eval splits are scored once, at the end (``eval_each_epoch`` then
-    applies to the selection split only), so no per-epoch dev score exists for a choice to peek at."""
+    applies to the selection split only), so no per-epoch dev score exists for a choice to peek at.
+    ``test_loader`` (a held-out test split, if any) is scored once, at the end, like dev."""
     accelerator = Accelerator(mixed_precision=train.mixed_precision, cpu=train.device == "cpu")
     steps_per_epoch = len(train_loader)
     max_steps = train.max_steps or math.ceil(train.epochs * steps_per_epoch)
@@ -194,14 +197,17 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train, head_pref
                   "eval": task.main_score(scores)})
     if log:
         log({f"eval/{k}": v for k, v in scores.items()}, step)
-    selection_metrics = None
+    selection_metrics = test_metrics = None
     if selection:
         selection_metrics, _ = evaluate(model, selection, task, accelerator, outputs, suffixed=False)
         curve[-1]["selection"] = task.main_score(selection_metrics)
+    if test_loader is not None:
+        test_metrics, _ = evaluate(model, {"test": accelerator.prepare(test_loader)}, task, accelerator, outputs,
+                                   suffixed=False)
     return TrainOutcome(metrics=scores, eval_loss=eval_loss, steps=step, train_seconds=train_seconds,
                         peak_memory_mb=memory.megabytes, device=str(accelerator.device), learning_curve=curve,
                         final_train_loss=last_epoch_loss(step_losses, log_every),
-                        selection_metrics=selection_metrics, outputs=outputs)
+                        selection_metrics=selection_metrics, test_metrics=test_metrics, outputs=outputs)
 
 
 def _selection_score(model, selection, task, accelerator, log, step) -> float:
