@@ -32,17 +32,26 @@ def test_an_option_at_its_default_is_hashed_as_if_unset():
     assert build(composed("alpha=16")).config_hash == build(composed("alpha=16.0")).config_hash
 
 
+def holds(built: dict, stored: dict) -> bool:
+    """Whether every key of ``stored`` (nested) has the same value in ``built``."""
+    return all(key in built and (holds(built[key], value) if isinstance(value, dict) and isinstance(built[key], dict)
+                                 else built[key] == value) for key, value in stored.items())
+
+
 @pytest.mark.slow
 def test_every_committed_record_is_named_by_the_hash_of_its_own_config():
     """What a record stores as its config is what a new run of that configuration would build: typed,
-    checked and hashed to the record's own name (so skip-on-rerun and progress find it)."""
+    checked and hashed to the record's own name (so skip-on-rerun and progress find it). A key added to
+    the schema after a record was written (e.g. data.test_size) is absent from it: build fills its
+    default, which the hash leaves out."""
     paths = sorted(REPO.glob("results/**/runs/*.json"))
     assert len(paths) > 500
     wrong = []
     for path in paths:
         record = json.loads(path.read_text())
         config = build(record["config"], check_files=False)
-        if not (config.config_hash == record["config_hash"] == path.stem and config.as_dict() == record["config"]):
+        if not (config.config_hash == record["config_hash"] == path.stem
+                and holds(config.as_dict(), record["config"])):
             wrong.append(path.relative_to(REPO))
     assert not wrong, f"{len(wrong)} records do not match their config, e.g. {wrong[:3]}"
 

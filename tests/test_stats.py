@@ -457,8 +457,10 @@ def test_command_split_selection_tabulates_and_draws_the_selection_scores(study,
 def test_command_split_names_the_valid_choices_and_records_without_that_split(study, tmp_path, capsys):
     from analysis.__main__ import main
     with pytest.raises(SystemExit):
-        main([str(study[0]), "--no-figures", "--split", "test"])
-    assert "'validation', 'selection'" in capsys.readouterr().err
+        main([str(study[0]), "--no-figures", "--split", "train"])
+    assert "'validation', 'selection', 'test'" in capsys.readouterr().err
+    assert main([str(study[0]), "--no-figures", "--split", "test"]) == 2  # no run held out a test split
+    assert "recorded a test score" in capsys.readouterr().err
     write_fake_records(tmp_path, study="no_selection_split")  # without predictions: no selection score
     assert main([str(tmp_path), "--no-figures", "--split", "selection"]) == 2
     assert "no successful run" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -132,6 +133,9 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train, head_pref
     With a selection split the eval splits are scored once, at the end (``eval_each_epoch`` then
     applies to the selection split only), so no per-epoch dev score exists for a choice to peek at.
     ``test_loader`` (a held-out test split, if any) is scored once, at the end, like dev."""
+    # accelerate keeps one precision per process; each run sets its own (a sweep in one process, e.g. the
+    # basic launcher over train.mixed_precision=no,bf16, would otherwise refuse the second)
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=train.mixed_precision, cpu=train.device == "cpu")
     steps_per_epoch = len(train_loader)
     max_steps = train.max_steps or math.ceil(train.epochs * steps_per_epoch)
