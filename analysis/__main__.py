@@ -73,11 +73,13 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-figures", action="store_true", help="print the tables only")
     parser.add_argument("--compare", metavar="VARIANT", default=None, type=reference_spec,
                         help="also print paired differences to this reference variant (e.g. lora, full), or to "
-                             "the same configuration at other settings (e.g. precision=fp32): 95%% and family "
+                             "the same configuration at other settings (e.g. precision=fp32), or to 'constant' (the "
+                             "majority class; did it learn anything?): 95%% and family "
                              "CIs, adjusted p-values, verdicts, the runs that did not fit or did not generalise")
     parser.add_argument("--split", default="validation", choices=list(comparison.RECORDED_SCORE),
                         help="which split the table, the score figures and --compare score: validation "
-                             "(dev, the default) or selection (the split every choice was made on)")
+                             "(dev, the default), selection (the split every choice was made on) or test (a held-out "
+                             "test split, data.test_size)")
     parser.add_argument("--margin", type=positive(float), default=1.5,
                         help="--compare's equivalence margin in points ×100 (default: 1.5)")
     add_target_argument(parser)
@@ -121,6 +123,10 @@ def main(argv=None) -> int:
         return 2
 
 
+#: the key that makes runs hold out each split that is not dev
+SPLIT_KEY = {"selection": "data.selection_fraction", "test": "data.test_size", "validation": "data.glue_dir"}
+
+
 def reference_spec(text: str):
     """``--compare``: a variant name, or ``key=value[,key=value]`` (column values of the reference rows,
     e.g. ``precision=fp32``: each row against the same configuration at fp32)."""
@@ -152,13 +158,15 @@ def run(arguments: argparse.Namespace) -> int:
     if ok.empty:
         say("no successful run to summarize", file=sys.stderr)
         return 1
-    if isinstance(arguments.compare, str) and arguments.compare not in set(ok["variant"]):
+    if (isinstance(arguments.compare, str) and arguments.compare != comparison.CONSTANT
+            and arguments.compare not in set(ok["variant"])):
         raise ValueError(f"unknown --compare variant {arguments.compare!r}; the results hold "
-                         f"{tables.ordered_variants(ok['variant'].dropna())}")
+                         f"{tables.ordered_variants(ok['variant'].dropna())} (or {comparison.CONSTANT!r}: "
+                         f"the best constant prediction)")
     score = comparison.RECORDED_SCORE[arguments.split]
     if score not in ok or ok[score].isna().all():
         raise ValueError(f"--split {arguments.split}: no successful run under {folder} recorded a "
-                         f"{arguments.split} score (runs record one when data.selection_fraction is set); "
+                         f"{arguments.split} score (runs record one when {SPLIT_KEY[arguments.split]} is set); "
                          f"use --split validation")
     by = arguments.by.split(",") if arguments.by else None
     if by and "seed" in by:

@@ -36,6 +36,9 @@ PREDICTION_COLUMNS = ("study", "config_hash", "split", "example", "label", "pred
 VERDICTS = (*verdicts.COMPARISON_VERDICTS, "no predictions", "not comparable")
 #: the two ways a run can fail, each counted on its own (``stats.did_not_fit``, ``stats.did_not_generalise``)
 FAILURES = ("did not fit", "did not generalise")
+#: ``compare``'s reference meaning the best constant prediction (the majority class for accuracy; 0 for a
+#: correlation) in place of a variant: did each configuration learn anything, with its interval?
+CONSTANT = "constant"
 #: the record's own score for a split, used where the run has no predictions
 RECORDED_SCORE = {"validation": "main_score", "selection": "selection_score", "test": "test_score"}
 
@@ -99,7 +102,9 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     reference, in points (metric ×100), and its verdict.
 
     ``reference``: a variant name, or a dict of column values that picks the reference cells (e.g.
-    ``{"variant": "lora", "rank": 8}``; then the other cells of that variant are compared too).
+    ``{"variant": "lora", "rank": 8}``; then the other cells of that variant are compared too), or
+    ``CONSTANT`` ("constant"): the best constant prediction on each run's own split labels (the majority
+    class), which pairs with every seed (``stats.difference_to_constant``).
     Configurations (cells) are ``by``, default ``default_grouping(df)``, as in the results table. Each
     cell is compared with the reference cell of its task; when the reference has several cells there
     (e.g. a rank sweep), with the one that agrees with it on the most grouping settings (a tie gives a
@@ -134,18 +139,20 @@ def compare(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str |
     if runs.empty:
         raise ValueError("no successful runs (status == 'ok') to compare")
     keys = grouping_keys(df, by)
-    is_reference = _reference_mask(runs, reference)
+    is_reference = (pd.Series(False, index=runs.index) if reference == CONSTANT
+                    else _reference_mask(runs, reference))
     index = _PredictionIndex(predictions, split)
     rows = []
     for task in ordered_tasks(runs["task"].dropna()):
         task_runs = runs[runs["task"] == task]
         cells = [cell for _, cell in sorted_rows(task_runs, keys).groupby(keys, dropna=False, sort=False)]
-        references = [cell for cell in cells if is_reference[cell.index].all()]
+        references = (CONSTANT if reference == CONSTANT
+                      else [cell for cell in cells if is_reference[cell.index].all()])
         for cell in cells:
             if is_reference[cell.index].any():
                 continue
             rows.append(_compare_cell(cell, references, keys, task, index, split, target, level,
-                                      fixed=["variant"] if isinstance(reference, str) else list(reference)))
+                                      fixed=list(reference) if isinstance(reference, dict) else ["variant"]))
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError(f"nothing to compare with the reference {reference!r}: every successful run is "
@@ -219,15 +226,18 @@ def _compare_cell(cell, references, keys, task, index, split, target, level, fix
            "share_interaction": np.nan, "paired": None, "verdict": None, "note": ""}
     scores, failures = _run_scores(cell, metric, index, split)
     row.update(_failure_summary(scores, failures, level))
-    reference, why = _matching_reference(cell, references, keys, fixed)
-    if reference is None:
-        return {**row, "verdict": "not comparable", "note": why}
-    row["reference"] = config_label(reference.iloc[0], keys)
-    reference_scores = _run_scores(reference, metric, index, split)[0]
-    if np.isfinite(reference_scores).any():
-        row["mean_reference"] = 100 * np.nanmean(reference_scores)
+    if references == CONSTANT:  # the cell paired with itself: the constant is computed from its labels
+        reference, row["reference"] = cell, CONSTANT
+    else:
+        reference, why = _matching_reference(cell, references, keys, fixed)
+        if reference is None:
+            return {**row, "verdict": "not comparable", "note": why}
+        row["reference"] = config_label(reference.iloc[0], keys)
+        reference_scores = _run_scores(reference, metric, index, split)[0]
+        if np.isfinite(reference_scores).any():
+            row["mean_reference"] = 100 * np.nanmean(reference_scores)
     duplicated = [name for name, c in (("this cell", cell), ("the reference", reference))
-                  if c["seed"].duplicated().any()]
+                  if c["seed"].duplicated().any() and not (name == "the reference" and reference is cell)]
     if duplicated:
         return {**row, "verdict": "not comparable",
                 "note": f"{' and '.join(duplicated)} hold(s) several runs with one seed: add the setting "
@@ -236,7 +246,12 @@ def _compare_cell(cell, references, keys, task, index, split, target, level, fix
     if isinstance(paired[0], str):
         return {**row, "verdict": paired[0], "note": paired[1]}
     labels, variant, reference_predictions, row["note"] = paired
-    result = stats.paired_difference(metric, labels, variant, reference_predictions).scaled(100)
+    if references == CONSTANT:
+        result = stats.difference_to_constant(metric, labels, variant).scaled(100)
+        row["mean_reference"] = 100 * np.mean([stats.constant_score(metric, seed_labels)
+                                               for seed_labels in np.atleast_2d(labels)])
+    else:
+        result = stats.paired_difference(metric, labels, variant, reference_predictions).scaled(100)
     row.update({f"share_{name}": share for name, share in result.components.shares().items()})
     row.update(n_seeds=result.n_seeds, n_examples=result.n_examples, difference=result.difference,
                standard_error=result.standard_error(target), p_value=result.p_value(target), paired=result)

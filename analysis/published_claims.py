@@ -13,7 +13,7 @@ file), the two configurations it compares and how::
         source: Hu et al. 2021
         results: final
         variant: lora             # a variant name, or column values, e.g. {variant: rslora, rank: 256}
-        reference: full
+        reference: full           # the same, or constant: the majority class ("learns the task")
         test: equivalent          # equivalent | better | non-inferior
 
 Each claim is judged per task on the rows of ``analysis.compare``'s table that compare its two
@@ -64,7 +64,7 @@ import pandas as pd
 import yaml
 
 from . import registration, stats, verdicts
-from .comparison import compare, format_p_value, grouping_columns, load_predictions, rows_matching
+from .comparison import CONSTANT, compare, format_p_value, grouping_columns, load_predictions, rows_matching
 from .plots import config_label
 from .tables import default_grouping, format_number, load_results, ok_runs, ordered_tasks
 
@@ -155,7 +155,7 @@ def _family(claim, claims, base, runs, predictions, target, families) -> pd.Data
 
     if key(claim) not in families:
         for spec in (claim["variant"], claim["reference"]):
-            if not _matches(runs, spec).any():
+            if spec != CONSTANT and not _matches(runs, spec).any():
                 name = "variant" if spec is claim["variant"] else "reference"
                 raise ValueError(f"claim {claim['claim']!r}: no successful run matches its {name} {spec!r}")
         sharing = [other for other in claims if key(other) == key(claim)]
@@ -179,6 +179,7 @@ def _claim_rows(claim, family, runs) -> list[dict]:
     for _, row in table.iterrows():
         on_task = runs["task"] == row["task"]
         params = [runs.loc[mask & on_task, "trainable_params"].median() for mask in (reference_mask, variant_mask)]
+        params[0] = np.nan if claim["reference"] == CONSTANT else params[0]
         tested = np.isfinite(row["difference"])
         rows.append({**_row(claim), "task": row["task"], "configuration": config_label(row, keys),
                      "vs": row["reference"], "n_seeds": row["n_seeds"], "difference": row["difference"],
@@ -271,6 +272,8 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
 
 def _matches(frame: pd.DataFrame, spec) -> pd.Series:
     """Rows of ``frame`` that a claim's variant or reference names: a variant name, or column values."""
+    if spec == CONSTANT:  # compared with, never a run
+        return pd.Series(False, index=frame.index)
     spec = {"variant": spec} if isinstance(spec, str) else spec
     for key in spec:
         if key not in frame:

@@ -400,6 +400,28 @@ def paired_difference(metric: str, labels, variant, reference, chunk_elements: i
     return PairedDifference(float(per_seed.mean()), per_seed, VarianceComponents.of(differences, nested))
 
 
+def difference_to_constant(metric: str, labels, variant, chunk_elements: int = 2_000_000) -> PairedDifference:
+    """``paired_difference`` against the best constant prediction (``constant_score``: the majority class
+    for accuracy, the better class for F1; a correlation counts as 0): "did it learn anything?" with
+    its interval. The constant has no seed to vary, so it pairs with every seed; its per-example
+    contributions are those of its predictions (0 for a correlation). Shapes as for ``paired_difference``."""
+    variant, labels = np.atleast_2d(variant), np.asarray(labels)
+    nested = labels.ndim == 2
+    labels = labels if nested else np.broadcast_to(labels, variant.shape)
+
+    def constant_contributions(labels_):
+        if metric in LABEL_FREE_CONSTANT:
+            return np.zeros(len(labels_))
+        best = max(np.unique(labels_), key=lambda value: score(metric, labels_, np.full_like(labels_, value)))
+        return example_contributions(metric, labels_, np.full_like(labels_, best), chunk_elements)
+
+    per_seed = np.array([score(metric, labels[s], variant[s]) - constant_score(metric, labels[s])
+                         for s in range(len(variant))])
+    differences = np.stack([example_contributions(metric, labels[s], variant[s], chunk_elements)
+                            - constant_contributions(labels[s]) for s in range(len(variant))])
+    return PairedDifference(float(per_seed.mean()), per_seed, VarianceComponents.of(differences, nested))
+
+
 def paired_bootstrap(metric: str, labels, variant, reference, n_boot: int = 4000, seed: int = 0,
                      chunk_elements: int = 2_000_000) -> PairedDifference:
     """``paired_difference`` under its old name, for callers written before it. The interval no longer

@@ -191,3 +191,18 @@ def test_a_file_that_is_no_claims_file_gets_a_clear_error(tmp_path, capsys):
         path.write_text(text)
         assert main(["claims", str(path)]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_claim_against_the_constant_predictor_reads_the_compare_to_constant_table(fake_study):
+    """"learns the task": the configuration against the majority class, each row the --compare constant row."""
+    claim = {**CLAIM, "claim": "full fine-tuning learns the task", "reference": "constant"}
+    rows = published_claims.check_claims(write_claims(fake_study, [claim]))
+    table = analysis.compare(analysis.load_results(fake_study / "pair"), analysis.load_predictions(fake_study / "pair"),
+                             reference="constant")
+    full = table[table["variant"] == "full"].set_index("task")
+    assert set(rows["vs"]) == {"constant"} and len(rows) == len(full)
+    for _, row in rows.iterrows():
+        assert row["family_low"] == pytest.approx(full.loc[row["task"], "family_low"])
+        assert row["difference"] == pytest.approx(full.loc[row["task"], "difference"])
+    assert rows["params_ratio"].isna().all()

@@ -219,6 +219,39 @@ def test_a_planted_difference_of_the_detectable_size_is_found_80_percent_of_the_
 
 
 # ------------------------------------------------------------------------- did not fit, did not generalise
+def test_the_difference_to_the_constant_predictor_on_planted_answers():
+    labels = np.array([1] * 140 + [0] * 60)  # majority class 1: 70 %
+    majority = np.ones((3, 200), int)
+    perfect = np.tile(labels, (3, 1))
+    same = stats.difference_to_constant("accuracy", labels, majority).scaled(100)
+    assert same.difference == 0 and same.interval(0.95, "new-examples") == (0, 0)
+    assert stats.difference_to_constant("accuracy", labels, perfect).difference == pytest.approx(0.3)
+    # a correlation's constant counts as 0: the difference is the metric itself, per seed
+    noisy = np.where(np.random.default_rng(0).uniform(size=(3, 200)) < 0.8, labels, 1 - labels)
+    matthews = stats.difference_to_constant("matthews_correlation", labels, noisy)
+    assert matthews.difference == pytest.approx(np.mean([stats.score("matthews_correlation", labels, row)
+                                                         for row in noisy]))
+
+
+def test_compare_to_constant_gives_every_configuration_its_interval_to_the_majority_class():
+    labels = np.array([1] * 140 + [0] * 60)
+    runs, predictions = [], []
+    for variant in ("majority", "perfect"):
+        for seed in range(3):
+            predicted = np.ones(200, int) if variant == "majority" else labels
+            runs.append({"study": "s", "config_hash": f"{variant}{seed}", "status": "ok", "variant": variant,
+                         "task": "rte", "seed": seed, "main_metric": "accuracy",
+                         "main_score": accuracy_score(labels, predicted)})
+            predictions.append(pd.DataFrame({"study": "s", "config_hash": f"{variant}{seed}", "split": "validation",
+                                             "example": np.arange(200), "label": labels, "prediction": predicted}))
+    table = analysis.compare(pd.DataFrame(runs), pd.concat(predictions), reference=analysis.comparison.CONSTANT)
+    rows = table.set_index("variant")
+    assert list(rows["reference"]) == ["constant", "constant"]
+    assert rows.loc["majority", "difference"] == 0 and rows.loc["majority", "verdict"] == "equivalent"
+    assert rows.loc["perfect", "difference"] == pytest.approx(30) and rows.loc["perfect", "verdict"] == "better"
+    assert rows.loc["perfect", "mean_reference"] == pytest.approx(70)
+
+
 def test_did_not_fit_and_did_not_generalise_are_judged_separately():
     rng = np.random.default_rng(3)
     labels = (rng.uniform(size=300) < 0.7).astype(int)
