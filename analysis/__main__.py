@@ -345,6 +345,14 @@ def register_main(argv) -> int:
     return 0
 
 
+def design_spec(text: str) -> tuple[int, int]:
+    """``--design``: SEEDSxEXAMPLES, both whole numbers, at least 2 seeds and 2 examples."""
+    seeds, _, examples = text.lower().partition("x")
+    if not (seeds.isdigit() and examples.isdigit() and int(seeds) >= 2 and int(examples) >= 2):
+        raise argparse.ArgumentTypeError(f"{text!r}: give SEEDSxEXAMPLES, e.g. 5x5000 (at least 2 of each)")
+    return int(seeds), int(examples)
+
+
 def plan_main(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis plan",
                                      description="What a study can resolve: from the runs in a folder (a pilot "
@@ -360,6 +368,9 @@ def plan_main(argv) -> int:
                         help="the split the comparisons score (default: validation)")
     parser.add_argument("--family-size", type=positive(int), default=None,
                         help="plan for a table of this many comparisons (default: the folder's own table)")
+    parser.add_argument("--design", type=design_spec, default=None, metavar="SEEDSxEXAMPLES",
+                        help="also say what a study of this design would detect, e.g. 5x5000 (5 seeds scored "
+                             "on 5,000 evaluation examples)")
     add_target_argument(parser)
     arguments = parser.parse_args(argv)
     from . import planning
@@ -374,7 +385,7 @@ def plan_main(argv) -> int:
                              f"{tables.ordered_variants(tables.ok_runs(df)['variant'].dropna())}")
         table = planning.plan(df, comparison.load_predictions(df), arguments.compare, margin=arguments.margin,
                               difference=arguments.difference, split=arguments.split, target=arguments.target,
-                              family_size=arguments.family_size)
+                              family_size=arguments.family_size, design=arguments.design)
     except (FileNotFoundError, ValueError) as error:
         say(f"error: {error}", file=sys.stderr)
         return 2

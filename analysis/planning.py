@@ -38,7 +38,8 @@ MAX_EXAMPLES = 10**8
 
 def plan(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str | dict, margin: float = 1.5,
          difference: float | None = None, split: str = "validation", target: str = "new-examples",
-         power: float = 0.8, family_size: int | None = None, by=None) -> pd.DataFrame:
+         power: float = 0.8, family_size: int | None = None, by=None,
+         design: tuple[int, int] | None = None) -> pd.DataFrame:
     """One row per row of ``compare(df, predictions, reference, split, margin, by, target)`` that has a
     paired difference: the components, what the pilot design detects now, and what a study would need
     (see the module docstring; rows with fewer than 2 paired seeds are left out: one seed cannot tell
@@ -48,7 +49,9 @@ def plan(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str | di
     set"), ``seeds_detect`` and ``seeds_equivalence`` (NaN when no number of seeds up to MAX_SEEDS
     suffices), and where seeds alone do not suffice ``examples_detect`` / ``examples_equivalence``
     (the evaluation examples needed, with ``seeds_with_examples_detect`` / ``..._equivalence`` seeds);
-    ``statement`` says it in words. The table's ``attrs`` hold the
+    ``statement`` says it in words; with ``design`` = (seeds, examples) (a planned study, e.g. a larger
+    evaluation set), ``detectable_at_design``: what that study would resolve, from the same components
+    (the examples assumed to vary as the pilot's do). The table's ``attrs`` hold the
     family size, its level, the difference, the margin, the power and the target."""
     difference = margin if difference is None else difference
     if not difference > 0 or not margin > 0:
@@ -83,6 +86,8 @@ def plan(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str | di
                 planned[f"examples_{goal}"], planned[f"seeds_with_examples_{goal}"] = examples, with_seeds
                 unreached[goal] = (_floor(components, target, level, goal_power), examples, with_seeds)
         planned["statement"] = _statement(unreached, difference, margin, int(row["n_examples"]))
+        if design:
+            planned["detectable_at_design"] = _needs(components, design[0], design[1], target, level, power)
         rows.append(planned)
     result = pd.DataFrame(rows)
     for goal in goals:
@@ -90,7 +95,7 @@ def plan(df: pd.DataFrame, predictions: pd.DataFrame | None, reference: str | di
             if column not in result:
                 result[column] = np.nan
     result.attrs.update(family_size=size, family_level=level, difference=difference, margin=margin, power=power,
-                        target=target, split=split, reference=reference)
+                        target=target, split=split, reference=reference, design=design)
     return result
 
 
@@ -174,6 +179,8 @@ def format_plan(table: pd.DataFrame) -> pd.DataFrame:
             "detectable with unlimited seeds": format_number(row["floor"], 1),
             f"seeds to detect {attrs['difference']:g}": _count(row["seeds_detect"]),
             f"seeds for ±{attrs['margin']:g}": _count(row["seeds_equivalence"]),
+            **({f"detectable at {attrs['design'][0]} seeds × {attrs['design'][1]:,} examples":
+                format_number(row["detectable_at_design"], 1)} if attrs.get("design") else {}),
             "statement": row["statement"]})
     return pd.DataFrame(rows)
 

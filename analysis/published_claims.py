@@ -15,6 +15,7 @@ file), the two configurations it compares and how::
         variant: lora             # a variant name, or column values, e.g. {variant: rslora, rank: 256}
         reference: full           # the same, or constant: the majority class ("learns the task")
         test: equivalent          # equivalent | better | non-inferior
+        tasks: [mrpc, cola]       # optional: judge it on these tasks only (default: every task)
 
 Each claim is judged per task on the rows of ``analysis.compare``'s table that compare its two
 configurations: the table of every configuration in the claim's results folder against the claim's
@@ -71,7 +72,7 @@ from .tables import default_grouping, format_number, load_results, ok_runs, orde
 #: how a claim compares its two configurations
 TESTS = verdicts.TESTS
 #: the keys a claim may hold, and those it must
-CLAIM_KEYS = ("claim", "source", "results", "variant", "reference", "test", "margin", "split")
+CLAIM_KEYS = ("claim", "source", "results", "variant", "reference", "test", "margin", "split", "tasks")
 REQUIRED_KEYS = ("claim", "source", "results", "variant", "reference", "test")
 #: the keys of a claims file's ``published_scores`` section, and of each of its checkpoints
 PUBLISHED_KEYS = ("results", "variant", "checkpoints")
@@ -98,6 +99,10 @@ def load_claims(path: str | os.PathLike) -> tuple[list[dict], Path]:
                              f"a claim holds {list(CLAIM_KEYS)} ({list(REQUIRED_KEYS)} required)")
         if claim["test"] not in TESTS:
             raise ValueError(f"{where}: unknown test {claim['test']!r}; choose among {list(TESTS)}")
+        tasks = claim.get("tasks")
+        if tasks is not None and (not isinstance(tasks, list) or not tasks
+                                  or not all(isinstance(task, str) for task in tasks)):
+            raise ValueError(f"{where}: tasks must be a list of task names (default: every task), got {tasks!r}")
         for key in ("variant", "reference"):
             if not isinstance(claim[key], (str, dict)) or not claim[key]:
                 raise ValueError(f"{where}: {key} must be a variant name or a mapping of column values, "
@@ -173,6 +178,8 @@ def _spec_key(spec) -> str:
 
 def _claim_rows(claim, family, runs) -> list[dict]:
     table = family[_matches(family, claim["variant"])]
+    if claim.get("tasks"):  # the claim is about these tasks; the family stays the folder's whole table
+        table = table[table["task"].isin(claim["tasks"])]
     variant_mask, reference_mask = _matches(runs, claim["variant"]), _matches(runs, claim["reference"])
     keys = grouping_columns(family)
     rows = []
@@ -191,6 +198,9 @@ def _claim_rows(claim, family, runs) -> list[dict]:
                      "verdict": verdicts.claim_verdict(claim["test"], row["family_low"], row["family_high"],
                                                        claim["margin"]) if tested else "not tested",
                      "note": row["note"]})
+    if not rows and claim.get("tasks"):  # its tasks not run yet
+        return [{**_row(claim), "verdict": "not tested",
+                 "note": f"no comparison on {', '.join(claim['tasks'])} in {claim['results']} yet"}]
     if not rows:
         raise ValueError(f"claim {claim['claim']!r}: nothing to compare (no task holds both "
                          f"{claim['variant']!r} and {claim['reference']!r})")

@@ -43,6 +43,7 @@ from . import tune
 from .config import ConfigError, planned_runs
 from .config.checking import rounded, yaml_problem
 from .config.command_line import check_overrides, groups
+from .config.schema import TrainConfig
 from .config.task import suggestion
 from .records import locks, store
 
@@ -404,17 +405,26 @@ def chosen_rows(study: Study, cells: list[Cell], ledger: Ledger) -> list[dict]:
 # -- cost ----------------------------------------------------------------------------------------------
 
 def seconds_per_run(study: Study) -> tuple[dict, str]:
-    """{(task, variant): median training seconds} from the study's own records, else the second
-    edition's (scaled by the epochs), and where they came from."""
+    """{(task, variant): median training seconds of one run at the study's epochs} from the study's own
+    records, else the second edition's, each record's time scaled by the study's epochs over its own
+    (training time is about proportional to the epochs), and where they came from."""
+    epochs = study_epochs(study)
     for folder, source in ((study.folder, "this study's records"), (REFERENCE_RECORDS, "the second edition's records")):
         found: dict[tuple, list] = {}
         for path in folder.glob("**/runs/*.json") if folder.is_dir() else []:
             record = store.read_record(path)
-            if record and record.get("status") == "ok" and record.get("train_seconds"):
-                found.setdefault((record["task"], record["variant"]), []).append(float(record["train_seconds"]))
+            if record and record.get("status") == "ok" and record.get("train_seconds") and record.get("epochs"):
+                found.setdefault((record["task"], record["variant"]), []).append(
+                    float(record["train_seconds"]) * epochs / float(record["epochs"]))
         if found:
             return {key: statistics.median(values) for key, values in found.items()}, source
     return {}, "no records (no estimate)"
+
+
+def study_epochs(study: Study) -> float:
+    """The epochs the study's runs train (its ``train.epochs`` override, else the schema's default)."""
+    given = [item.partition("=")[2] for item in study.overrides if item.startswith("train.epochs=")]
+    return float(given[-1]) if given else float(TrainConfig().epochs)
 
 
 def estimate_hours(points: list[Point], costs: dict) -> float:

@@ -98,3 +98,21 @@ def test_the_command_prints_the_plan_and_refuses_bad_input(tmp_path, capsys):
     assert "'-1' must be above 0" in capsys.readouterr().err
     assert main(["plan", str(folder), "--compare", "dora"]) == 2
     assert "unknown --compare variant 'dora'" in capsys.readouterr().err
+
+
+def test_a_planned_design_is_projected_from_the_same_components(tmp_path, capsys):
+    """What 5 seeds on 4× the examples would detect: the pilot's components at that design, less than
+    the pilot's 5 seeds on its own examples detect."""
+    probability = np.tile(np.where(np.arange(EXAMPLES) % 2 == 0, 1.0, 0.8), (5, 1))
+    folder = planted_folder(tmp_path, probability)
+    row = plan_of(folder, margin=1.5, design=(5, 4 * EXAMPLES))
+    df = analysis.load_results(folder)
+    components = analysis.compare(df, analysis.load_predictions(df), reference="lora").iloc[0]["paired"].components
+    assert row["detectable_at_design"] == pytest.approx(
+        components.at(5, 4 * EXAMPLES).detectable(0.95, 0.8, "new-examples"))
+    assert row["detectable_at_design"] < row["detectable_now"]
+    assert main(["plan", str(folder), "--compare", "lora", "--design", "5x1600"]) == 0
+    assert "detectable at 5 seeds × 1,600 examples" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["plan", str(folder), "--compare", "lora", "--design", "5"])
+    assert "give SEEDSxEXAMPLES, e.g. 5x5000" in capsys.readouterr().err

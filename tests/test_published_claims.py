@@ -206,3 +206,17 @@ def test_a_claim_against_the_constant_predictor_reads_the_compare_to_constant_ta
         assert row["family_low"] == pytest.approx(full.loc[row["task"], "family_low"])
         assert row["difference"] == pytest.approx(full.loc[row["task"], "difference"])
     assert rows["params_ratio"].isna().all()
+
+
+@pytest.mark.slow
+def test_a_claim_about_some_tasks_is_judged_on_those_within_the_whole_family(fake_study):
+    every = published_claims.check_claims(write_claims(fake_study, [CLAIM]))
+    one = published_claims.check_claims(write_claims(fake_study, [{**CLAIM, "tasks": ["mrpc"]}]))
+    assert list(one["task"]) == ["mrpc"] and len(every) > 1
+    assert one["family_size"].iloc[0] == every["family_size"].iloc[0]  # the family is the folder's table
+    mrpc = every[every["task"] == "mrpc"].iloc[0]
+    assert one["family_low"].iloc[0] == pytest.approx(mrpc["family_low"])
+    later = published_claims.check_claims(write_claims(fake_study, [{**CLAIM, "tasks": ["qnli"]}]))
+    assert list(later["verdict"]) == ["not tested"] and "qnli" in later["note"].iloc[0]
+    with pytest.raises(ValueError, match="tasks must be a list of task names"):
+        published_claims.check_claims(write_claims(fake_study, [{**CLAIM, "tasks": "mrpc"}]))

@@ -89,6 +89,16 @@ def test_a_dry_run_of_a_new_study_plans_and_prices_it(tmp_path, capsys):
     assert not (tmp_path / "study").exists()  # a dry run writes nothing
 
 
+def test_the_cost_scales_with_the_study_epochs(tmp_path):
+    """The second edition trained 5 epochs: a study of 20 costs four times as much per run."""
+    costs = {}
+    for epochs in (5, 20):
+        study = studies.load_study(study_file(tmp_path, tasks=["mrpc"], overrides=["data.selection_fraction=0.1", f"train.epochs={epochs}"]))
+        costs[epochs] = studies.seconds_per_run(study)[0][("mrpc", "lora")]
+    assert costs[20] == pytest.approx(4 * costs[5])
+    assert studies.study_epochs(studies.load_study(study_file(tmp_path, overrides=["data.selection_fraction=0.1"]))) == 3  # the default
+
+
 @pytest.mark.slow
 def test_a_tiny_study_end_to_end_killed_resumed_and_rerun(tmp_path):
     """Two variants, one task, factors 1 and 2 (so every winner is at an edge and gets one extension),
