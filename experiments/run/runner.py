@@ -57,7 +57,7 @@ def adapter_file_bytes(model, keep_in) -> int:
     folder = Path(keep_in) if keep_in else Path(tempfile.mkdtemp(prefix="adapter-"))
     try:
         variants.save(model, folder)
-        return (folder / "adapter.safetensors").stat().st_size
+        return sum(path.stat().st_size for path in folder.glob("*.safetensors"))
     finally:
         if not keep_in:
             shutil.rmtree(folder, ignore_errors=True)
