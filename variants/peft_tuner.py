@@ -22,6 +22,7 @@ reads it. Nothing outside this file names a PEFT method.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import enum
@@ -69,6 +70,10 @@ DEFAULTS_HERE = {
     "vblora": {"vector_length": 128},  # the same
     "ln_tuning": {"target_modules": ["LayerNorm"]},  # it tunes LayerNorms: target_modules picks linear layers
 }
+#: a method whose config has a field for a setting under another name than the usual ones
+SETTING_FIELDS_HERE = {
+    "adalora": {"rank": "target_r"},  # its r is unused: the schedule starts at init_r, ends at target_r on average
+}
 #: fields of every PEFT config that describe the file rather than the method: not hashed
 NOT_METHOD_FIELDS = ("task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path",
                      "revision", "inference_mode", "modules_to_save")
@@ -104,8 +109,9 @@ def setting_fields(method: str) -> dict[str, str]:
     fields = set(config_fields(method))
     candidates = {"rank": ("r",), "alpha": ("lora_alpha", "alpha"), "dropout": ("lora_dropout", f"{method}_dropout"),
                   "target_modules": ("target_modules",)}
-    return {setting: next(f for f in names if f in fields)
-            for setting, names in candidates.items() if any(f in fields for f in names)}
+    found = {setting: next(f for f in names if f in fields)
+             for setting, names in candidates.items() if any(f in fields for f in names)}
+    return {**found, **SETTING_FIELDS_HERE.get(method, {})}
 
 
 def one_line(error: Exception) -> str:
@@ -159,6 +165,22 @@ def plain_value(value):
     if isinstance(value, dict):
         return {str(k): plain_value(v) for k, v in value.items()}
     return value
+
+
+class PeftModelView(nn.Module):
+    """The tuner as ``peft.PeftModel`` holds it (``base_model``, its names ``base_model.model.<path>``):
+    what ``peft.get_peft_model_state_dict`` reads, shared tensors (VeRA's projection, ...) included."""
+
+    def __init__(self, tuner):
+        super().__init__()
+        self.base_model = tuner
+        self.peft_config = tuner.peft_config
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.base_model, name)
 
 
 class PeftTuner(ModelTuner):
@@ -243,13 +265,13 @@ class PeftTuner(ModelTuner):
         import peft
 
         tuner = cls.tuner(model)
-        state = {PREFIX + k: v for k, v in peft.get_peft_model_state_dict(model, adapter_name="default").items()}
+        state = peft.get_peft_model_state_dict(PeftModelView(tuner), adapter_name="default")
         for name, parameter in model.named_parameters():
             if any(name.startswith(h + ".") for h in heads):
                 state[PREFIX + name] = parameter
         state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        config = dataclasses.replace(tuner.peft_config["default"], modules_to_save=list(heads) or None,
-                                     inference_mode=True)
+        config = copy.copy(tuner.peft_config["default"])
+        config.modules_to_save, config.inference_mode = list(heads) or None, True
         write_atomically(folder / WEIGHTS_FILE, lambda p: save_file(state, p, metadata={"format": "pt"}))
         write_atomically(folder / CONFIG_FILE, json.dumps(plain_value(config.to_dict()), indent=2))
 
