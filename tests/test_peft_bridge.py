@@ -154,7 +154,7 @@ def test_bad_input_fails_in_one_line_before_any_model_loads(overrides, expected)
 
 @pytest.mark.slow
 def test_run_py_refuses_a_bad_method_with_exit_2_and_no_record(tmp_path):
-    done = subprocess.run([sys.executable, "run.py", "variant=peft", "variant.method=lokra", f"results.dir={tmp_path}",
+    done = subprocess.run([sys.executable, "run.py", "variant=peft", "variant.method=lokrr", f"results.dir={tmp_path}",
                            f"hydra.run.dir={tmp_path}/hydra"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "did you mean 'lokr'" in done.stderr
@@ -175,3 +175,59 @@ def test_a_three_method_sweep_records_three_rows_that_analysis_shows_apart(tmp_p
     assert shown.returncode == 0, shown.stderr[-3000:]
     table_rows = [line for line in shown.stdout.splitlines() if line.startswith("| peft:")]
     assert sorted(line.split("|")[1].strip() for line in table_rows)[:3] == ["peft:ia3", "peft:loha", "peft:lokr"]
+
+
+# -- LoRA's inits and optimizer from PEFT ----------------------------------------------------------------
+
+@pytest.mark.parametrize("init", ["olora", "pissa_niter_4"])
+def test_peft_s_lora_inits_start_where_the_base_model_is_and_are_their_own_rows(init, token_ids):
+    model = bridge("lora", seed=2, init_lora_weights=init)
+    base = make_bert(2, hidden_size=WIDTH)
+    query = model.bert.encoder.layer[0].attention.self.query
+    assert not torch.equal(query.base_layer.weight, base.bert.encoder.layer[0].attention.self.query.weight)  # residual
+    assert query.lora_B["default"].weight.abs().sum() > 0  # not LoRA's zero start
+    torch.testing.assert_close(logits(model, token_ids), logits(base, token_ids), rtol=1e-4, atol=1e-4)
+    config = config_of("variant.method=lora", f"variant.config.init_lora_weights={init}")
+    assert config.variant_class.label(config.options) == f"peft:lora(init_lora_weights={init})"
+    assert config.config_hash != config_of("variant.method=lora").config_hash
+
+
+@pytest.mark.slow
+def test_eva_s_data_pass_reads_the_training_loader_only(token_ids):
+    model = bridge("lora", seed=2, init_lora_weights="eva")
+    seen = []
+
+    class TrainLoader:
+        def __iter__(self):
+            for _ in range(6):
+                seen.append(1)
+                yield {"input_ids": token_ids, "attention_mask": torch.ones_like(token_ids), "labels": torch.tensor([0, 1])}
+
+        def __len__(self):
+            return 6
+
+    start = model.bert.encoder.layer[0].attention.self.query.lora_A["default"].weight.detach().clone()
+    variants.before_training(model, total_steps=3, train_loader=TrainLoader())
+    after = model.bert.encoder.layer[0].attention.self.query.lora_A["default"].weight
+    assert seen and (after.shape != start.shape or not torch.equal(after, start))
+    with pytest.raises(ValueError, match="needs the run's training loader"):
+        variants.before_training(bridge("lora", init_lora_weights="eva"), total_steps=3, train_loader=None)
+
+
+def test_loraplus_trains_b_at_the_ratio_times_a_s_rate():
+    model = variants.apply(make_bert(0), "peft", rank=4, alpha=8, target_modules=TARGETS, method="lora",
+                           loraplus_ratio=16)
+    optimizer = variants.own_optimizer(model, lr=1e-3, weight_decay=0.0)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    names = dict(model.named_parameters())
+    assert {rate[id(p)] for n, p in names.items() if "lora_A" in n} == {1e-3}
+    assert {rate[id(p)] for n, p in names.items() if "lora_B" in n} == {16e-3}
+    assert set(rate) == {id(p) for p in names.values() if p.requires_grad}
+    assert variants.own_optimizer(bridge("lora"), lr=1e-3, weight_decay=0.0) is None  # the loop's AdamW
+    config = config_of("variant.method=lora", "variant.loraplus_ratio=16")
+    assert config.variant_class.label(config.options) == "peft:lora(loraplus_ratio=16)"
+    assert config.config_hash != config_of("variant.method=lora").config_hash
+    with pytest.raises(ConfigError, match="loraplus_ratio is for LoRA's B matrices"):
+        config_of("variant.method=ia3", "variant.loraplus_ratio=16")
+    with pytest.raises(ConfigError, match="loraplus_ratio=0.5: must be a number >= 1"):
+        config_of("variant.method=lora", "variant.loraplus_ratio=0.5")

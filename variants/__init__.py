@@ -17,7 +17,7 @@ storage), ``files`` (atomic writes, torch-free); one file per variant (``lora``,
 """
 
 from .adapting import (adapter_layers, after_optimizer_step, apply, before_training, check_settings, merge,
-                       remove, trainable_parameters, unmerge)
+                       own_optimizer, remove, trainable_parameters, unmerge)
 from .base import Adapter, Baseline, ModelTuner, Variant
 from .combining import combine
 from .lora import LoRA
@@ -27,5 +27,5 @@ from .saving import load, save
 
 __all__ = ["Adapter", "Baseline", "LoRA", "ModelTuner", "Variant", "adapter_layers", "after_optimizer_step", "apply",
            "before_training", "available", "check_settings",
-           "combine", "export_peft", "import_peft", "load", "lookup", "merge", "peft_base_quantization",
+           "combine", "export_peft", "import_peft", "load", "lookup", "merge", "own_optimizer", "peft_base_quantization",
            "peft_config", "remove", "save", "trainable_parameters", "unmerge"]

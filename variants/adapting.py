@@ -144,6 +144,14 @@ def before_training(model: nn.Module, *, total_steps: int, train_loader) -> None
         cls.before_training(model, total_steps=total_steps, train_loader=train_loader)
 
 
+def own_optimizer(model: nn.Module, *, lr: float, weight_decay: float):
+    """The model's variant's own optimizer (its ``optimizer`` hook), or None for the training loop's AdamW."""
+    cls = variant_of(model)
+    if cls is None:
+        return None
+    return cls.optimizer(model, {**cls.options, **model.variant_config["options"]}, lr=lr, weight_decay=weight_decay)
+
+
 def after_optimizer_step(model: nn.Module, step: int) -> None:
     """The model's variant's ``after_optimizer_step`` hook (the training loop calls it after every step)."""
     cls = variant_of(model)

@@ -113,6 +113,12 @@ class Variant:
         (never dev or the selection split), e.g. for a rank schedule or an init that needs a data pass."""
 
     @classmethod
+    def optimizer(cls, model: nn.Module, options: dict, *, lr: float, weight_decay: float):
+        """An optimizer of this variant's own (e.g. LoRA+'s groups at their own rates), or None: the
+        training loop's AdamW over its usual groups."""
+        return None
+
+    @classmethod
     def after_optimizer_step(cls, model: nn.Module, step: int) -> None:
         """After each optimizer step (``step``: how many came before it), its gradients still there."""
 

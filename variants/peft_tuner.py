@@ -22,6 +22,7 @@ reads it. Nothing outside this file names a PEFT method.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -182,10 +183,49 @@ class PeftModelView(nn.Module):
         except AttributeError:
             return getattr(self.base_model, name)
 
+    @contextlib.contextmanager
+    def disable_adapter(self):
+        """The base model alone inside the block (as ``PeftModel.disable_adapter``)."""
+        self.base_model.disable_adapter_layers()
+        try:
+            yield
+        finally:
+            self.base_model.enable_adapter_layers()
+
+
+class WithoutLabels:
+    """A loader's batches without their labels (a data pass for an init needs only the inputs)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return ({k: v for k, v in batch.items() if k != "labels"} for batch in self.loader)
+
+    def __len__(self):
+        return len(self.loader)
+
+
+def eva_init(model, tuner, train_loader) -> None:
+    """EVA (Paischer et al., 2024): A from the SVD of each layer's inputs over the run's training batches."""
+    import peft
+
+    if train_loader is None:
+        raise ValueError("init_lora_weights='eva' needs the run's training loader for its data pass")
+    peft.initialize_lora_eva_weights(PeftModelView(tuner), dataloader=WithoutLabels(train_loader),
+                                     forward_fn=lambda _, inputs: model(**inputs), show_progress_bar=False)
+
+
+#: LoRA inits that need a pass over data once the layers are there: init_lora_weights -> what does it
+#: (with the run's training loader, never dev or the selection split)
+DATA_INITS = {"eva": eva_init}
+
 
 class PeftTuner(ModelTuner):
     name = "peft"
-    options = {"method": "lora", "config": {}}
+    #: loraplus_ratio: LoRA+ (Hayou et al., 2024) through PEFT's ``create_loraplus_optimizer``: B (and every
+    #: vector, the head's bias included, as PEFT groups them) at ratio x the rate; null: off
+    options = {"method": "lora", "config": {}, "loraplus_ratio": None}
     #: the attribute of the model that keeps PEFT's tuner object (not a submodule: it holds the model)
     tuner_attribute = "peft_tuner"
 
@@ -193,7 +233,11 @@ class PeftTuner(ModelTuner):
     def check_options(cls, options):
         if not isinstance(options["config"], dict):
             raise ValueError(f"config must be a mapping of PEFT config fields, got {options['config']!r}")
-        method = options["method"]
+        method, ratio = options["method"], options["loraplus_ratio"]
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 1):
+            raise ValueError(f"loraplus_ratio={ratio!r}: must be a number >= 1 (B's rate over A's) or null")
+        if ratio is not None and "lora_alpha" not in config_fields(method):
+            raise ValueError(f"loraplus_ratio is for LoRA's B matrices: method={method!r} has none (use method=lora)")
         if method in CANNOT_RUN:
             raise ValueError(f"method={method!r} cannot run here: {CANNOT_RUN[method]}")
         config = resolved_config(method, options["config"], rank=RANK_FOR_CHECKS)
@@ -203,7 +247,12 @@ class PeftTuner(ModelTuner):
 
     @classmethod
     def label(cls, options):
-        return f"peft:{options['method']}"
+        """``peft:<method>``, with what ``variant.config`` and LoRA+ set, e.g.
+        ``peft:lora(init_lora_weights=olora)``: each its own row."""
+        settings = [f"{k}={plain_value(v)}" for k, v in sorted(options["config"].items())]
+        if options["loraplus_ratio"] is not None:
+            settings.append(f"loraplus_ratio={options['loraplus_ratio']:g}")
+        return f"peft:{options['method']}" + (f"({','.join(settings)})" if settings else "")
 
     @classmethod
     def unused_settings(cls, options):
@@ -222,8 +271,11 @@ class PeftTuner(ModelTuner):
         config = resolved_config(method, options["config"], rank=RANK_FOR_CHECKS).to_dict()
         fixed = {**DEFAULTS_HERE.get(method, {}), **options["config"]}
         filled = set(RUN_FIELDS) | {f for f in setting_fields(method).values() if f not in fixed}
-        return {"method": method, "config": {k: plain_value(v) for k, v in sorted(config.items())
-                                             if k not in filled and k not in NOT_METHOD_FIELDS}}
+        hashed = {"method": method, "config": {k: plain_value(v) for k, v in sorted(config.items())
+                                               if k not in filled and k not in NOT_METHOD_FIELDS}}
+        if options["loraplus_ratio"] is not None:
+            hashed["loraplus_ratio"] = options["loraplus_ratio"]
+        return hashed
 
     # -- the model ------------------------------------------------------------------------------
     @classmethod
@@ -244,7 +296,10 @@ class PeftTuner(ModelTuner):
 
     @classmethod
     def before_training(cls, model, *, total_steps, train_loader):
-        for config in cls.tuner(model).peft_config.values():
+        tuner = cls.tuner(model)
+        if getattr(tuner.peft_config["default"], "init_lora_weights", None) in DATA_INITS:
+            DATA_INITS[tuner.peft_config["default"].init_lora_weights](model, tuner, train_loader)
+        for config in tuner.peft_config.values():
             for field in RUN_FIELDS:
                 if hasattr(config, field):
                     setattr(config, field, total_steps)
@@ -253,6 +308,15 @@ class PeftTuner(ModelTuner):
                     except ValueError as error:
                         raise ValueError(f"PEFT's config with {field}={total_steps} "
                                          f"({RUN_FIELDS[field]}): {one_line(error)}") from None
+
+    @classmethod
+    def optimizer(cls, model, options, *, lr, weight_decay):
+        if options["loraplus_ratio"] is None:
+            return None
+        from peft.optimizers import create_loraplus_optimizer
+
+        return create_loraplus_optimizer(model, torch.optim.AdamW, lr=lr, loraplus_lr_ratio=options["loraplus_ratio"],
+                                         loraplus_weight_decay=weight_decay)
 
     @classmethod
     def after_optimizer_step(cls, model, step):

@@ -141,7 +141,8 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train, head_pref
     # the variant's own set-up (a rank schedule's length, an init's data pass: the training data only),
     # before the optimizer sees which parameters train
     variants.before_training(model, total_steps=max_steps, train_loader=train_loader)
-    optimizer = torch.optim.AdamW(parameter_groups(model, train.lr, train.head_lr, train.weight_decay, head_prefixes))
+    optimizer = (variants.own_optimizer(model, lr=train.lr, weight_decay=train.weight_decay)
+                 or torch.optim.AdamW(parameter_groups(model, train.lr, train.head_lr, train.weight_decay, head_prefixes)))
     warmup_steps = int(train.warmup * max_steps) if train.warmup < 1 else int(train.warmup)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
