@@ -120,6 +120,7 @@ def config_of(*overrides):
     return build(composed("variant=peft", *overrides))
 
 
+@pytest.mark.slow  # builds several configs (over a second)
 def test_rows_are_labelled_by_method_and_the_hash_covers_the_method_and_its_config():
     loha, lokr = config_of("variant.method=loha"), config_of("variant.method=lokr")
     assert (loha.variant_class.label(loha.options), lokr.variant_class.label(lokr.options)) == ("peft:loha", "peft:lokr")
@@ -130,6 +131,7 @@ def test_rows_are_labelled_by_method_and_the_hash_covers_the_method_and_its_conf
     assert "r" not in hashed["config"]  # rank fills it, and rank is hashed at the top level
 
 
+@pytest.mark.slow  # builds several configs (over a second)
 def test_a_setting_the_method_has_no_field_for_is_blanked_and_leaves_the_hash_alone():
     ia3 = config_of("variant.method=ia3", "rank=4")
     assert ia3.rank is None and ia3.alpha is None and ia3.target_modules is not None
@@ -179,6 +181,7 @@ def test_a_three_method_sweep_records_three_rows_that_analysis_shows_apart(tmp_p
 
 # -- LoRA's inits and optimizer from PEFT ----------------------------------------------------------------
 
+@pytest.mark.slow  # builds several configs (over a second)
 @pytest.mark.parametrize("init", ["olora", "pissa_niter_4"])
 def test_peft_s_lora_inits_start_where_the_base_model_is_and_are_their_own_rows(init, token_ids):
     model = bridge("lora", seed=2, init_lora_weights=init)
@@ -214,6 +217,13 @@ def test_eva_s_data_pass_reads_the_training_loader_only(token_ids):
         variants.before_training(bridge("lora", init_lora_weights="eva"), total_steps=3, train_loader=None)
 
 
+@pytest.mark.parametrize("init", sorted(peft_tuner.NOT_YET_INITS))
+def test_an_init_that_needs_data_before_the_layers_are_made_is_refused_with_why(init):
+    with pytest.raises(ConfigError, match=f"init_lora_weights='{init}' is not run here yet: .*before the layers"):
+        config_of("variant.method=lora", f"variant.config.init_lora_weights={init}")
+
+
+@pytest.mark.slow  # builds several configs (over a second)
 def test_loraplus_trains_b_at_the_ratio_times_a_s_rate():
     model = variants.apply(make_bert(0), "peft", rank=4, alpha=8, target_modules=TARGETS, method="lora",
                            loraplus_ratio=16)

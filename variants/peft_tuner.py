@@ -219,6 +219,14 @@ def eva_init(model, tuner, train_loader) -> None:
 #: LoRA inits that need a pass over data once the layers are there: init_lora_weights -> what does it
 #: (with the run's training loader, never dev or the selection split)
 DATA_INITS = {"eva": eva_init}
+#: LoRA inits that need a data pass before the layers are made (PEFT's preprocess_* on the base model):
+#: not run yet, since the run makes the layers before its training loader exists
+NOT_YET_INITS = {
+    "corda": "CorDA needs preprocess_corda's pass over data before the layers are made",
+    "astra": "ASTRA needs preprocess_astra's pass over data before the layers are made",
+    "lora_ga": "LoRA-GA needs preprocess_loraga's gradient estimate before the layers are made "
+               "(without it PEFT does not start from LoRA-GA's factors)",
+}
 
 
 class PeftTuner(ModelTuner):
@@ -240,6 +248,10 @@ class PeftTuner(ModelTuner):
             raise ValueError(f"loraplus_ratio is for LoRA's B matrices: method={method!r} has none (use method=lora)")
         if method in CANNOT_RUN:
             raise ValueError(f"method={method!r} cannot run here: {CANNOT_RUN[method]}")
+        init = options["config"].get("init_lora_weights")
+        if isinstance(init, str) and init in NOT_YET_INITS:
+            raise ValueError(f"config.init_lora_weights={init!r} is not run here yet: {NOT_YET_INITS[init]}, and a "
+                             "run makes them before its training loader exists")
         config = resolved_config(method, options["config"], rank=RANK_FOR_CHECKS)
         reason = cannot_inject_reason(config)
         if reason:
