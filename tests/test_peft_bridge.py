@@ -175,8 +175,10 @@ def test_a_three_method_sweep_records_three_rows_that_analysis_shows_apart(tmp_p
     shown = subprocess.run([sys.executable, "-m", "analysis", str(tmp_path), "--no-figures"], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-3000:]
-    table_rows = [line for line in shown.stdout.splitlines() if line.startswith("| peft:")]
-    assert sorted(line.split("|")[1].strip() for line in table_rows)[:3] == ["peft:ia3", "peft:loha", "peft:lokr"]
+    main_table = shown.stdout.split("## Main metric")[1].split("##")[0]
+    table_rows = [line.split("|") for line in main_table.splitlines() if line.startswith("| peft:")]
+    assert sorted(row[1].strip() for row in table_rows) == ["peft:ia3", "peft:loha", "peft:lokr"]
+    assert len({row[2].strip() for row in table_rows}) == 3  # each row its own trainable parameters
 
 
 # -- LoRA's inits and optimizer from PEFT ----------------------------------------------------------------
