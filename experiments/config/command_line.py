@@ -68,7 +68,7 @@ def overrides_of(args: list[str]) -> list[str]:
             kept.append(arg)  # a deletion, with or without a value
         elif not arg.startswith("-") and "=" in arg:
             kept.append(arg)
-    return kept
+    return open_mapping_overrides(kept)
 
 
 def open_mapping_overrides(args: list[str]) -> list[str]:
