@@ -11,7 +11,7 @@ import sys
 
 import hydra
 
-from experiments.config import ConfigError, check, register
+from experiments.config import ConfigError, check, open_mapping_overrides, register
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -22,7 +22,7 @@ def hydra_main(cfg):
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = open_mapping_overrides(sys.argv[1:] if argv is None else list(argv))
     try:
         check(argv)
     except ConfigError as error:

@@ -88,9 +88,10 @@ def peft_counterpart(r: Recipe) -> PeftCounterpart | None:
 
 
 def adapter_variants() -> list[str]:
-    """Every adapter variant ``variants`` offers (the baselines are contenders of their own)."""
+    """Every adapter variant ``variants`` offers (the baselines are contenders of their own; a
+    ``ModelTuner`` runs another library's layers, so it has no implementation of ours to time)."""
     import variants
-    return [name for name in variants.available() if not issubclass(variants.lookup(name), variants.Baseline)]
+    return [name for name in variants.available() if issubclass(variants.lookup(name), variants.Adapter)]
 
 
 def bitsandbytes_available() -> bool:

@@ -30,7 +30,7 @@ from transformers import (BertConfig, BertForSequenceClassification, GPT2Config,
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.config import register  # noqa: E402
+from experiments.config import open_mapping_overrides, register  # noqa: E402
 
 # tiny models gain nothing from several threads, and the test machine's cores are shared
 torch.set_num_threads(1)
@@ -48,7 +48,8 @@ SHORT = ["train.max_steps=3", "train.batch_size=8", "train.max_length=32", "trai
 def composed(*overrides) -> dict:
     """conf/ composed with ``overrides`` on the typed schema, as a run gets it (a plain, resolved dict)."""
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+        return OmegaConf.to_container(compose("config", overrides=open_mapping_overrides(list(overrides))),
+                                      resolve=True)
 
 
 def short_config(tmp_path, *overrides) -> dict:

@@ -126,7 +126,7 @@ def test_contenders_come_from_the_registry_and_a_variant_without_peft_gets_only_
     pytest.importorskip("peft")
     import variants
     assert contenders.adapter_variants() == [n for n in variants.available()
-                                             if not issubclass(variants.lookup(n), variants.Baseline)]
+                                             if issubclass(variants.lookup(n), variants.Adapter)]
     unknown = contenders.Recipe("no_peft_twin", rank=4, alpha=8.0, targets=("query",), dropout=0.0)
     assert contenders.peft_config_for("no_peft_twin", rank=4, alpha=8, target_modules=["query"]) is None
     impls = [(c.impl, c.copy) for c in contenders.contenders_for("wide", [unknown], aa=["no_peft_twin"],

@@ -1,6 +1,7 @@
 """python -m experiments.study: a study file checked key by key; the dry run's plan and cost; the second
 edition's stages 2-3 replayed from its committed records (its run counts, its extensions and cap, its
 tuned file); and a tiny study on the demo task end to end, killed and resumed, then rerun training nothing."""
+import math
 import os
 import signal
 import subprocess
@@ -127,3 +128,24 @@ def test_a_tiny_study_end_to_end_killed_resumed_and_rerun(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "$ python run.py" not in again.stdout  # nothing launched
     assert {p.name: p.stat().st_mtime_ns for p in [*tuning_records, *final_records]} == stamps
+
+
+@pytest.mark.parametrize("below", [18, 10])
+def test_the_default_tuning_grid_extends_down_to_a_rate_18_or_10_times_below_the_default(below):
+    """Published tuned rates (arXiv 2602.04998): OLoRA's and LoRA-GA's best about 18x below LoRA's, PiSSA's
+    about 10x: a cell whose selection score peaks there is extended down until the peak is inside its grid."""
+    study = studies.Study(name="grid", results_dir="unused", variants=["peft"], tasks=["demo"], reference="lora")
+    default_lr, best = 2e-3, 2e-3 / below
+
+    class Ledger:  # a selection score that peaks at ``best`` and falls off on a log scale
+        def record(self, point):
+            lr = default_lr * point.factor
+            return {"task": point.task, "variant": point.variant, "lr": lr, "head_lr": None, "seed": point.seed,
+                    "selection_score": 1 - abs(math.log(lr / best))}
+
+    cells, log = studies.tuning_cells(study), []
+    while studies.decide(study, cells, Ledger(), log.append)[1]:
+        pass
+    assert min(cells[0].factors) <= 1 / below and not cells[0].capped
+    chosen = next(r for r in tune.choose([Ledger().record(p) for p in cells[0].points()]) if r["chosen"])
+    assert abs(math.log2(chosen["lr"] / best)) <= 0.5 and chosen["edge"] is None

@@ -12,7 +12,7 @@ from conftest import NUM_LABELS, make_bert, make_gpt2, make_llama
 import variants
 from variants.base import dense_weight
 
-ADAPTERS = [n for n in variants.available() if not variants.lookup(n).is_baseline]
+ADAPTERS = [n for n in variants.available() if issubclass(variants.lookup(n), variants.Adapter)]
 BASELINES = [n for n in variants.available() if variants.lookup(n).is_baseline]
 #: adapters whose frozen base computes what the original layers did (not QLoRA's 4-bit base)
 EXACT_BASE = [n for n in ADAPTERS if variants.lookup(n).exact_base]

@@ -16,15 +16,16 @@ storage), ``files`` (atomic writes, torch-free); one file per variant (``lora``,
 ``vera``, ``qlora``, ``hira``, ``baselines``).
 """
 
-from .adapting import (adapter_layers, apply, check_settings, merge, remove, trainable_parameters,
-                       unmerge)
-from .base import Adapter, Baseline, Variant
+from .adapting import (adapter_layers, after_optimizer_step, apply, before_training, check_settings, merge,
+                       own_optimizer, remove, trainable_parameters, unmerge)
+from .base import Adapter, Baseline, ModelTuner, Variant
 from .combining import combine
 from .lora import LoRA
 from .peft_format import export_peft, import_peft, peft_base_quantization, peft_config
 from .registry import available, lookup
 from .saving import load, save
 
-__all__ = ["Adapter", "Baseline", "LoRA", "Variant", "adapter_layers", "apply", "available", "check_settings",
-           "combine", "export_peft", "import_peft", "load", "lookup", "merge", "peft_base_quantization",
+__all__ = ["Adapter", "Baseline", "LoRA", "ModelTuner", "Variant", "adapter_layers", "after_optimizer_step", "apply",
+           "before_training", "available", "check_settings",
+           "combine", "export_peft", "import_peft", "load", "lookup", "merge", "own_optimizer", "peft_base_quantization",
            "peft_config", "remove", "save", "trainable_parameters", "unmerge"]

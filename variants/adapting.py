@@ -7,7 +7,7 @@ import warnings
 import torch
 from torch import nn
 
-from .base import Adapter, layer_shape
+from .base import Adapter, ModelTuner, layer_shape
 from .registry import lookup
 from .targets import HEAD_NAMES, head_prefixes, is_linear, match_targets, set_module
 
@@ -25,6 +25,12 @@ def check_settings(name: str, rank, alpha, dropout, options: dict) -> tuple[type
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for variant {name!r}; valid options: {valid}")
     if cls.is_baseline:
         return cls, alpha
+    cls.check_options({**cls.options, **options})
+    unused = cls.unused_settings({**cls.options, **options})
+    if "rank" in unused:
+        rank = 1  # what a setting this variant ignores holds is no concern of its checks
+    if "alpha" in unused:
+        alpha = None
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
     alpha = float(rank if alpha is None else alpha)
@@ -32,8 +38,7 @@ def check_settings(name: str, rank, alpha, dropout, options: dict) -> tuple[type
         raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
     if not 0 <= float(dropout or 0.0) < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    cls.check_options({**cls.options, **options})
-    return cls, alpha
+    return cls, None if "alpha" in unused else alpha
 
 
 def apply(model: nn.Module, name: str, *, rank: int | None = 8, alpha: float | None = None,
@@ -69,6 +74,16 @@ def apply(model: nn.Module, name: str, *, rank: int | None = 8, alpha: float | N
         config["base_dtype"] = base_dtype
     if cls.is_baseline:
         cls.set_trainable(model, heads)
+        store_frozen_linear_weights(model, base_dtype)
+    elif issubclass(cls, ModelTuner):
+        all_options = {**cls.options, **options}
+        uses_targets = "target_modules" not in cls.unused_settings(all_options)
+        targets = sorted(match_targets(model, target_modules, head_modules)) if uses_targets else None
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        cls.adapt(model, targets=targets, rank=rank, alpha=alpha, dropout=dropout, options=all_options)
+        for head in heads:
+            model.get_submodule(head).requires_grad_(True)
         store_frozen_linear_weights(model, base_dtype)
     else:
         targets = match_targets(model, target_modules, head_modules)
@@ -116,8 +131,39 @@ def adapter_layers(model: nn.Module) -> dict[str, Adapter]:
     return {n: m for n, m in model.named_modules() if isinstance(m, Adapter)}
 
 
+def variant_of(model: nn.Module) -> type | None:
+    """The class of the variant ``model`` is adapted with (None: not adapted)."""
+    config = getattr(model, "variant_config", None)
+    return lookup(config["variant"]) if config else None
+
+
+def before_training(model: nn.Module, *, total_steps: int, train_loader) -> None:
+    """The model's variant's ``before_training`` hook (the training loop calls it once, before the optimizer)."""
+    cls = variant_of(model)
+    if cls is not None:
+        cls.before_training(model, total_steps=total_steps, train_loader=train_loader)
+
+
+def own_optimizer(model: nn.Module, *, lr: float, weight_decay: float):
+    """The model's variant's own optimizer (its ``optimizer`` hook), or None for the training loop's AdamW."""
+    cls = variant_of(model)
+    if cls is None:
+        return None
+    return cls.optimizer(model, {**cls.options, **model.variant_config["options"]}, lr=lr, weight_decay=weight_decay)
+
+
+def after_optimizer_step(model: nn.Module, step: int) -> None:
+    """The model's variant's ``after_optimizer_step`` hook (the training loop calls it after every step)."""
+    cls = variant_of(model)
+    if cls is not None:
+        cls.after_optimizer_step(model, step)
+
+
 def merge(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base weight (inference then costs what the base model costs)."""
+    cls = variant_of(model)
+    if cls is not None and issubclass(cls, ModelTuner):
+        cls.merge_model(model)
     for layer in adapter_layers(model).values():
         layer.merge()
     return model
@@ -125,6 +171,9 @@ def merge(model: nn.Module) -> nn.Module:
 
 def unmerge(model: nn.Module) -> nn.Module:
     """Take the updates out of the base weights again (after ``merge``)."""
+    cls = variant_of(model)
+    if cls is not None and issubclass(cls, ModelTuner):
+        cls.unmerge_model(model)
     for layer in adapter_layers(model).values():
         layer.unmerge()
     return model
@@ -132,6 +181,9 @@ def unmerge(model: nn.Module) -> nn.Module:
 
 def remove(model: nn.Module) -> nn.Module:
     """Take every adapter out again, giving back the base layers (unmerged)."""
+    cls = variant_of(model)
+    if cls is not None and issubclass(cls, ModelTuner):
+        cls.remove_model(model)
     for layer_name, layer in adapter_layers(model).items():
         set_module(model, layer_name, layer.remove())
     config = getattr(model, "variant_config", None)

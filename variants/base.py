@@ -106,6 +106,22 @@ class Variant:
         default that keeps the old behaviour leaves every earlier configuration's hash as it was."""
         return {key: value for key, value in options.items() if cls.options.get(key, object()) != value}
 
+    # -- the training loop's hooks (experiments/run/train.py calls them; default: nothing) ---------------
+    @classmethod
+    def before_training(cls, model: nn.Module, *, total_steps: int, train_loader) -> None:
+        """Once, before the optimizer is made: the run's total optimizer steps and its training loader
+        (never dev or the selection split), e.g. for a rank schedule or an init that needs a data pass."""
+
+    @classmethod
+    def optimizer(cls, model: nn.Module, options: dict, *, lr: float, weight_decay: float):
+        """An optimizer of this variant's own (e.g. LoRA+'s groups at their own rates), or None: the
+        training loop's AdamW over its usual groups."""
+        return None
+
+    @classmethod
+    def after_optimizer_step(cls, model: nn.Module, step: int) -> None:
+        """After each optimizer step (``step``: how many came before it), its gradients still there."""
+
 
 class Adapter(Variant, nn.Module):
     """A frozen base layer plus a trainable update ``update(dropout(x))``."""
@@ -218,6 +234,36 @@ class Adapter(Variant, nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, merged={self.merged}"
+
+
+class ModelTuner(Variant):
+    """A variant that adapts the whole model in one go (another library's tuner, injected in place)
+    rather than wrapping one linear layer at a time: ``variants.apply`` freezes the model, calls
+    ``adapt``, then makes the task head trainable, as for an adapter. ``save_adapter``, ``merge_model``,
+    ``unmerge_model`` and ``remove_model`` stand in for the layer-wise ones."""
+
+    @classmethod
+    def adapt(cls, model: nn.Module, *, targets: list[str] | None, rank, alpha, dropout, options: dict) -> None:
+        """Adapt ``model`` in place; ``targets``: the full names of the layers ``target_modules`` picks
+        (None where this variant ignores ``target_modules`` with these options)."""
+        raise NotImplementedError
+
+    @classmethod
+    def save_adapter(cls, model: nn.Module, folder, heads: list[str]) -> None:
+        """Write the adapter and the task head (parameters under ``heads``) to ``folder``."""
+        raise NotImplementedError
+
+    @classmethod
+    def merge_model(cls, model: nn.Module) -> None:
+        raise NotImplementedError(f"{cls.name}: merge is not declared")
+
+    @classmethod
+    def unmerge_model(cls, model: nn.Module) -> None:
+        raise NotImplementedError(f"{cls.name}: unmerge is not declared")
+
+    @classmethod
+    def remove_model(cls, model: nn.Module) -> None:
+        raise NotImplementedError(f"{cls.name}: remove is not declared")
 
 
 class Baseline(Variant):

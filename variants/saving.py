@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .adapting import adapter_layers, apply, remove
+from .base import ModelTuner
 from .files import write_atomically
 from .registry import lookup
 from .targets import HEAD_NAMES, head_prefixes
@@ -53,12 +54,17 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save(model: nn.Module, folder) -> Path:
-    """Write the adapter and the head (safetensors) and a small JSON config to ``folder``."""
+    """Write the adapter and the head (safetensors) and a small JSON config to ``folder`` (a
+    ``ModelTuner`` writes its own library's format instead, e.g. PEFT's)."""
     config = getattr(model, "variant_config", None)
     if config is None:
         raise ValueError("model has no adapter to save: call variants.apply first")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    cls = lookup(config["variant"])
+    if issubclass(cls, ModelTuner):  # it writes its own library's format
+        cls.save_adapter(model, folder, head_prefixes(model, config["head_modules"]))
+        return folder
     document = {"format_version": FORMAT_VERSION, **config, "base_model": fingerprint(model)}
     write_atomically(folder / WEIGHTS_FILE, lambda p: save_file(adapter_state_dict(model), p))
     write_atomically(folder / CONFIG_FILE, json.dumps(document, indent=2))

@@ -10,9 +10,9 @@
 * ``errors``: ``ConfigError``, one line naming the key, the value and what is valid.
 """
 from .checking import build
-from .command_line import check, planned_runs
+from .command_line import check, open_mapping_overrides, planned_runs
 from .errors import ConfigError
 from .schema import RunConfig, register
 from .task import Task
 
-__all__ = ["ConfigError", "RunConfig", "Task", "build", "check", "planned_runs", "register"]
+__all__ = ["ConfigError", "RunConfig", "Task", "build", "check", "open_mapping_overrides", "planned_runs", "register"]

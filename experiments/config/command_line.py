@@ -68,7 +68,24 @@ def overrides_of(args: list[str]) -> list[str]:
             kept.append(arg)  # a deletion, with or without a value
         elif not arg.startswith("-") and "=" in arg:
             kept.append(arg)
-    return kept
+    return open_mapping_overrides(kept)
+
+
+def open_mapping_overrides(args: list[str]) -> list[str]:
+    """``variant.<option>.<key>=value`` for an option whose default is a mapping (e.g. a PEFT config's
+    fields) as ``++variant.<option>.<key>=value``: under Hydra's struct mode a new key of a mapping needs
+    the ``+``; the variant checks the key itself (one line naming the valid ones)."""
+    import variants
+
+    mappings = {option for name in variants.available()
+                for option, default in variants.lookup(name).options.items() if isinstance(default, dict)}
+    opened = []
+    for arg in args:
+        parts = arg.split("=", 1)[0].split(".")
+        if "=" in arg and len(parts) >= 3 and parts[0] == "variant" and parts[1] in mappings:
+            arg = "++" + arg
+        opened.append(arg)
+    return opened
 
 
 def _parse(override: str):

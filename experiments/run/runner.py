@@ -57,7 +57,7 @@ def adapter_file_bytes(model, keep_in) -> int:
     folder = Path(keep_in) if keep_in else Path(tempfile.mkdtemp(prefix="adapter-"))
     try:
         variants.save(model, folder)
-        return (folder / "adapter.safetensors").stat().st_size
+        return sum(path.stat().st_size for path in folder.glob("*.safetensors"))
     finally:
         if not keep_in:
             shutil.rmtree(folder, ignore_errors=True)
@@ -111,7 +111,6 @@ def train_and_record(config: RunConfig, results_dir: Path, run_hash: str, log_me
     record["model_name_or_path"] = name_or_path
     record["provenance"] = provenance.collect(config, name_or_path)  # not part of the config: never in the hash
     try:
-        trainable = variants.trainable_parameters(model)
         train_loader, eval_loaders = data.make_loaders(splits, tokenizer, task, train.batch_size, train.max_length,
                                                        seed=config.seed, eval_batch_size=train.eval_batch_size)
         selection_loader = eval_loaders.pop(data.SELECTION, None)
@@ -119,6 +118,7 @@ def train_and_record(config: RunConfig, results_dir: Path, run_hash: str, log_me
         outcome = train_and_evaluate(model, train_loader, eval_loaders, task, train,
                                      variants.targets.head_prefixes(model, heads), log_metrics, show_progress,
                                      selection_loader=selection_loader, test_loader=test_loader)
+        trainable = variants.trainable_parameters(model)  # after training: an init's data pass may set the ranks
         keep = results_dir / "adapters" / run_hash if config.results.keep_adapters else None
         record.update(
             status="ok", metrics=outcome.metrics, main_metric=task.main_metric,

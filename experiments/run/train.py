@@ -1,7 +1,8 @@
 """The one training loop every variant and baseline goes through, so comparisons are fair.
 
 AdamW, linear warmup then linear decay, gradient clipping, an optional separate learning rate for the
-task head; built on ``accelerate`` (devices, several GPUs, mixed precision come from it).
+task head; built on ``accelerate`` (devices, several GPUs, mixed precision come from it). A variant's
+hooks (``before_training``, ``after_optimizer_step``; no-ops for most) are called from here.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
+
+import variants
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +142,11 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train, head_pref
     accelerator = Accelerator(mixed_precision=train.mixed_precision, cpu=train.device == "cpu")
     steps_per_epoch = len(train_loader)
     max_steps = train.max_steps or math.ceil(train.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(parameter_groups(model, train.lr, train.head_lr, train.weight_decay, head_prefixes))
+    # the variant's own set-up (a rank schedule's length, an init's data pass: the training data only),
+    # before the optimizer sees which parameters train
+    variants.before_training(model, total_steps=max_steps, train_loader=train_loader)
+    optimizer = (variants.own_optimizer(model, lr=train.lr, weight_decay=train.weight_decay)
+                 or torch.optim.AdamW(parameter_groups(model, train.lr, train.head_lr, train.weight_decay, head_prefixes)))
     warmup_steps = int(train.warmup * max_steps) if train.warmup < 1 else int(train.warmup)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, max_steps)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
@@ -166,6 +173,7 @@ def train_and_evaluate(model, train_loader, eval_loaders, task, train, head_pref
                     accelerator.clip_grad_norm_(trainable, train.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                variants.after_optimizer_step(accelerator.unwrap_model(model), step)  # gradients still there
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 running.append(loss.item())
