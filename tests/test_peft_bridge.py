@@ -37,6 +37,7 @@ def test_the_methods_are_peft_s_and_the_cannot_list_names_only_them():
     listed = sorted(t.value.lower() for t in peft.PEFT_TYPE_TO_CONFIG_MAPPING)
     assert peft_tuner.methods() == listed and len(listed) > 30
     assert set(peft_tuner.CANNOT_RUN) <= set(listed) and set(peft_tuner.DEFAULTS_HERE) <= set(listed)
+    assert set(peft_tuner.CANNOT_MERGE) | set(peft_tuner.CANNOT_UNMERGE) <= set(listed) - set(peft_tuner.CANNOT_RUN)
     assert all(reason.strip() for reason in peft_tuner.CANNOT_RUN.values())
 
 
@@ -76,6 +77,53 @@ def test_every_peft_method_trains_two_steps_or_says_why_not(method, token_ids, t
     assert config["peft_type"].lower() == method and config["modules_to_save"] == ["classifier"]
     assert (tmp_path / "adapter_model.safetensors").stat().st_size > 0
 
+
+
+def trained_two_steps(method, token_ids):
+    model = bridge(method)
+    variants.before_training(model, total_steps=2, train_loader=None)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for step in range(2):
+        model(input_ids=token_ids, labels=torch.tensor([0, 1])).loss.backward()
+        optimizer.step()
+        variants.after_optimizer_step(model, step)
+        optimizer.zero_grad()
+    return model
+
+
+def weights(model):
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", RUNNABLE)
+def test_merge_keeps_the_logits_unmerge_and_remove_give_the_base_back(method, token_ids):
+    model = trained_two_steps(method, token_ids)
+    base = make_bert(0, hidden_size=WIDTH)
+    base.classifier.load_state_dict(model.classifier.state_dict())  # the head trains with every variant
+    unmerged, before = logits(model, token_ids), weights(model)
+    assert not torch.allclose(unmerged, logits(base, token_ids), atol=1e-3)  # the adapters moved the logits
+    if method in peft_tuner.CANNOT_MERGE:
+        with pytest.raises(ValueError, match=re.escape(peft_tuner.CANNOT_MERGE[method])):
+            variants.merge(model)
+        pytest.skip(f"{method}: {peft_tuner.CANNOT_MERGE[method]}")
+    variants.merge(model)
+    assert any(not torch.equal(tensor, before[name]) for name, tensor in weights(model).items())  # the update went in
+    torch.testing.assert_close(logits(model, token_ids), unmerged, rtol=1e-5, atol=5e-5)
+    if method in peft_tuner.CANNOT_UNMERGE:
+        for undo in (variants.unmerge, variants.remove):
+            with pytest.raises(ValueError, match=re.escape(peft_tuner.CANNOT_UNMERGE[method])):
+                undo(model)
+        pytest.skip(f"{method}: {peft_tuner.CANNOT_UNMERGE[method]}")
+    variants.unmerge(model)
+    torch.testing.assert_close(logits(model, token_ids), unmerged, rtol=1e-5, atol=5e-5)
+    torch.testing.assert_close(weights(model), before, rtol=0, atol=1e-5)
+    variants.merge(model)
+    variants.remove(model)  # merged: the update comes out of the base weights again
+    assert model.variant_config is None and not hasattr(model, "peft_tuner")
+    torch.testing.assert_close(model.state_dict(), base.state_dict(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits(model, token_ids), logits(base, token_ids), rtol=1e-5, atol=5e-5)
 
 @pytest.mark.slow
 def test_the_bridge_s_lora_gives_the_native_lora_s_logits(token_ids):

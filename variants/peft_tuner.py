@@ -75,6 +75,11 @@ DEFAULTS_HERE = {
 SETTING_FIELDS_HERE = {
     "adalora": {"rank": "target_r"},  # its r is unused: the schedule starts at init_r, ends at target_r on average
 }
+#: methods whose update PEFT cannot fold into the base weights (``variants.merge``), each with why
+CANNOT_MERGE = {"lily": "PEFT's Lily layers have no merge (NotImplementedError: not supported for Lily)"}
+#: methods whose merged update PEFT cannot take out of the base weights again (``variants.unmerge``, and
+#: ``variants.remove`` after a merge), each with why
+CANNOT_UNMERGE = {"osf": "PEFT's OSF layers have no unmerge (NotImplementedError: OSF models do not support unmerging)"}
 #: fields of every PEFT config that describe the file rather than the method: not hashed
 NOT_METHOD_FIELDS = ("task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path",
                      "revision", "inference_mode", "modules_to_save")
@@ -352,15 +357,28 @@ class PeftTuner(ModelTuner):
         write_atomically(folder / CONFIG_FILE, json.dumps(plain_value(config.to_dict()), indent=2))
 
     @classmethod
+    def method_of(cls, model) -> str:
+        return cls.tuner(model).peft_config["default"].peft_type.value.lower()
+
+    @classmethod
     def merge_model(cls, model):
+        if cls.method_of(model) in CANNOT_MERGE:
+            raise ValueError(f"cannot merge {cls.method_of(model)}: {CANNOT_MERGE[cls.method_of(model)]}")
         cls.tuner(model).merge_adapter()
 
     @classmethod
     def unmerge_model(cls, model):
+        if cls.method_of(model) in CANNOT_UNMERGE:
+            raise ValueError(f"cannot unmerge {cls.method_of(model)}: {CANNOT_UNMERGE[cls.method_of(model)]}")
         cls.tuner(model).unmerge_adapter()
 
     @classmethod
     def remove_model(cls, model):
+        """The base layers back as they were: a merged update is taken out first (PEFT's unload keeps it)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if any(m.merged for m in model.modules() if isinstance(m, BaseTunerLayer)):
+            cls.unmerge_model(model)
         cls.tuner(model).unload()
         model.__dict__.pop(cls.tuner_attribute, None)
         model.__dict__.pop("peft_config", None)
