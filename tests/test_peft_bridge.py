@@ -37,6 +37,7 @@ def test_the_methods_are_peft_s_and_the_cannot_list_names_only_them():
     listed = sorted(t.value.lower() for t in peft.PEFT_TYPE_TO_CONFIG_MAPPING)
     assert peft_tuner.methods() == listed and len(listed) > 30
     assert set(peft_tuner.CANNOT_RUN) <= set(listed) and set(peft_tuner.DEFAULTS_HERE) <= set(listed)
+    assert set(peft_tuner.CANNOT_MERGE) | set(peft_tuner.CANNOT_UNMERGE) <= set(listed) - set(peft_tuner.CANNOT_RUN)
     assert all(reason.strip() for reason in peft_tuner.CANNOT_RUN.values())
 
 
@@ -76,6 +77,53 @@ def test_every_peft_method_trains_two_steps_or_says_why_not(method, token_ids, t
     assert config["peft_type"].lower() == method and config["modules_to_save"] == ["classifier"]
     assert (tmp_path / "adapter_model.safetensors").stat().st_size > 0
 
+
+
+def trained_two_steps(method, token_ids):
+    model = bridge(method)
+    variants.before_training(model, total_steps=2, train_loader=None)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for step in range(2):
+        model(input_ids=token_ids, labels=torch.tensor([0, 1])).loss.backward()
+        optimizer.step()
+        variants.after_optimizer_step(model, step)
+        optimizer.zero_grad()
+    return model
+
+
+def weights(model):
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", RUNNABLE)
+def test_merge_keeps_the_logits_unmerge_and_remove_give_the_base_back(method, token_ids):
+    model = trained_two_steps(method, token_ids)
+    base = make_bert(0, hidden_size=WIDTH)
+    base.classifier.load_state_dict(model.classifier.state_dict())  # the head trains with every variant
+    unmerged, before = logits(model, token_ids), weights(model)
+    assert not torch.allclose(unmerged, logits(base, token_ids), atol=1e-3)  # the adapters moved the logits
+    if method in peft_tuner.CANNOT_MERGE:
+        with pytest.raises(ValueError, match=re.escape(peft_tuner.CANNOT_MERGE[method])):
+            variants.merge(model)
+        pytest.skip(f"{method}: {peft_tuner.CANNOT_MERGE[method]}")
+    variants.merge(model)
+    assert any(not torch.equal(tensor, before[name]) for name, tensor in weights(model).items())  # the update went in
+    torch.testing.assert_close(logits(model, token_ids), unmerged, rtol=1e-5, atol=5e-5)
+    if method in peft_tuner.CANNOT_UNMERGE:
+        for undo in (variants.unmerge, variants.remove):
+            with pytest.raises(ValueError, match=re.escape(peft_tuner.CANNOT_UNMERGE[method])):
+                undo(model)
+        pytest.skip(f"{method}: {peft_tuner.CANNOT_UNMERGE[method]}")
+    variants.unmerge(model)
+    torch.testing.assert_close(logits(model, token_ids), unmerged, rtol=1e-5, atol=5e-5)
+    torch.testing.assert_close(weights(model), before, rtol=0, atol=1e-5)
+    variants.merge(model)
+    variants.remove(model)  # merged: the update comes out of the base weights again
+    assert model.variant_config is None and not hasattr(model, "peft_tuner")
+    torch.testing.assert_close(model.state_dict(), base.state_dict(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits(model, token_ids), logits(base, token_ids), rtol=1e-5, atol=5e-5)
 
 @pytest.mark.slow
 def test_the_bridge_s_lora_gives_the_native_lora_s_logits(token_ids):
@@ -219,10 +267,74 @@ def test_eva_s_data_pass_reads_the_training_loader_only(token_ids):
         variants.before_training(bridge("lora", init_lora_weights="eva"), total_steps=3, train_loader=None)
 
 
-@pytest.mark.parametrize("init", sorted(peft_tuner.NOT_YET_INITS))
-def test_an_init_that_needs_data_before_the_layers_are_made_is_refused_with_why(init):
-    with pytest.raises(ConfigError, match=f"init_lora_weights='{init}' is not run here yet: .*before the layers"):
-        config_of("variant.method=lora", f"variant.config.init_lora_weights={init}")
+class TrainLoader:
+    """A stand-in for the run's training loader that records the batches it gives."""
+
+    def __init__(self, token_ids, batches=20):
+        self.token_ids, self.batches, self.given = token_ids, batches, []
+
+    def __iter__(self):
+        for _ in range(self.batches):
+            batch = {"input_ids": self.token_ids, "attention_mask": torch.ones_like(self.token_ids),
+                     "labels": torch.arange(len(self.token_ids)) % 2}
+            self.given.append(batch)
+            yield batch
+
+    def __len__(self):
+        return self.batches
+
+
+def lora_a(model):
+    return torch.cat([m.lora_A["default"].weight.detach().flatten() for m in model.modules() if hasattr(m, "lora_A")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("init", sorted(peft_tuner.BEFORE_LAYER_INITS))
+def test_an_init_s_data_pass_reads_init_batches_of_the_training_loader_then_its_layers_train(init, token_ids):
+    from experiments.run.train import parameter_groups
+
+    def made_with(ids):
+        model = variants.apply(make_bert(2, hidden_size=WIDTH), "peft", rank=4, alpha=8, target_modules=TARGETS,
+                               method="lora", config={"init_lora_weights": init}, init_batches=3)
+        assert not any(hasattr(m, "lora_A") for m in model.modules())  # no layers before the data pass
+        loader = TrainLoader(ids)
+        variants.before_training(model, total_steps=2, train_loader=loader)
+        assert len(loader.given) == 3
+        return model
+
+    model = made_with(token_ids)
+    other_data = made_with(torch.flip(token_ids, dims=[1]))
+    default = bridge("lora", seed=2, init_lora_weights="gaussian")
+    assert not torch.allclose(lora_a(model), lora_a(other_data))  # the data decides where it starts
+    assert lora_a(model).shape == lora_a(default).shape and not torch.allclose(lora_a(model), lora_a(default))
+    assert variants.trainable_parameters(model) == variants.trainable_parameters(default)
+    optimizer = torch.optim.AdamW(parameter_groups(model, 1e-2, None, 0.0, ["classifier"]))  # the run's own
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    adapter = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    assert len(adapter) == 8 and {id(p) for n, p in model.named_parameters() if n in adapter} <= held
+    assert {id(p) for p in model.classifier.parameters()} <= held
+    model.train()
+    for _ in range(2):
+        model(input_ids=token_ids, labels=torch.tensor([0, 1])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert all(not torch.equal(p, adapter[n]) for n, p in model.named_parameters() if "lora_A" in n)
+    with pytest.raises(ValueError, match="needs the run's training loader"):
+        variants.before_training(variants.apply(make_bert(2, hidden_size=WIDTH), "peft", rank=4, target_modules=TARGETS,
+                                                method="lora", config={"init_lora_weights": init}),
+                                 total_steps=2, train_loader=None)
+
+
+@pytest.mark.slow  # builds several configs (over a second)
+def test_a_data_driven_init_is_its_own_row_and_its_batches_are_hashed():
+    corda = config_of("variant.method=lora", "variant.config.init_lora_weights=corda")
+    assert corda.variant_class.label(corda.options) == "peft:lora(init_lora_weights=corda)"
+    assert corda.config_hash != config_of("variant.method=lora").config_hash
+    assert corda.config_hash != config_of("variant.method=lora", "variant.config.init_lora_weights=corda",
+                                          "variant.init_batches=4").config_hash
+    assert config_of("variant.method=lora", "variant.init_batches=4").config_hash == config_of("variant.method=lora").config_hash
+    with pytest.raises(ConfigError, match="init_batches=0: must be an integer >= 1"):
+        config_of("variant.method=lora", "variant.init_batches=0")
 
 
 @pytest.mark.slow  # builds several configs (over a second)

@@ -18,7 +18,9 @@ on the model itself), and kept beside the model, so that tuners with state of th
 shared projections (VeRA, VB-LoRA, ...) and AdaLoRA's rank allocator, which the training loop's hooks
 drive (``total_step`` from the run, ``update_and_allocate`` after each optimizer step). Saving writes
 PEFT's format (``adapter_config.json`` + ``adapter_model.safetensors``): ``PeftModel.from_pretrained``
-reads it. Nothing outside this file names a PEFT method.
+reads it. A LoRA init whose data pass PEFT runs before its layers exist (CorDA, ASTRA, LoRA-GA:
+``BEFORE_LAYER_INITS``) has its layers made in ``before_training``, after that pass over the first
+``init_batches`` batches of the run's training loader. Nothing outside this file names a PEFT method.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import copy
 import dataclasses
 import difflib
 import enum
+import itertools
 import json
 
 import torch
@@ -75,6 +78,11 @@ DEFAULTS_HERE = {
 SETTING_FIELDS_HERE = {
     "adalora": {"rank": "target_r"},  # its r is unused: the schedule starts at init_r, ends at target_r on average
 }
+#: methods whose update PEFT cannot fold into the base weights (``variants.merge``), each with why
+CANNOT_MERGE = {"lily": "PEFT's Lily layers have no merge (NotImplementedError: not supported for Lily)"}
+#: methods whose merged update PEFT cannot take out of the base weights again (``variants.unmerge``, and
+#: ``variants.remove`` after a merge), each with why
+CANNOT_UNMERGE = {"osf": "PEFT's OSF layers have no unmerge (NotImplementedError: OSF models do not support unmerging)"}
 #: fields of every PEFT config that describe the file rather than the method: not hashed
 NOT_METHOD_FIELDS = ("task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path",
                      "revision", "inference_mode", "modules_to_save")
@@ -134,6 +142,7 @@ def resolved_config(method: str, fields: dict, *, rank=None, alpha=None, dropout
     values = {field: given[setting] for setting, field in setting_fields(method).items() if given[setting] is not None}
     values.update({field: total_steps or STEPS_UNKNOWN for field in RUN_FIELDS if field in valid})
     values.update(DEFAULTS_HERE.get(method, {}))
+    values.update(INIT_DEFAULTS_HERE.get(fields.get("init_lora_weights"), {}))
     values.update(fields)
     try:
         return cls(**values)
@@ -216,26 +225,73 @@ def eva_init(model, tuner, train_loader) -> None:
                                      forward_fn=lambda _, inputs: model(**inputs), show_progress_bar=False)
 
 
+def one_example_at_a_time(batches):
+    """Each example of ``batches`` alone, without its padding: CorDA's and ASTRA's covariance hooks take one
+    sequence per forward."""
+    for batch in batches:
+        for row in range(len(batch["input_ids"])):
+            keep = batch["attention_mask"][row].bool() if "attention_mask" in batch else slice(None)
+            yield {k: v[row:row + 1, keep] for k, v in batch.items() if k != "labels"}
+
+
+def forward_pass(model, batches):
+    """What ``preprocess_corda`` and ``preprocess_astra`` call to build each layer's input covariance:
+    the base model forward over ``batches``, one example at a time."""
+    def run_model():
+        with torch.no_grad():
+            for example in one_example_at_a_time(batches):
+                model(**example)
+    return run_model
+
+
+def corda_pass(model, config, batches):
+    """CorDA (Yang et al., 2024): the weights' SVD weighted by each layer's input covariance."""
+    from peft.tuners.lora.corda import preprocess_corda
+
+    preprocess_corda(model, config, run_model=forward_pass(model, batches))
+
+
+def astra_pass(model, config, batches):
+    """ASTRA: as CorDA, from each layer's input covariance, with its own split of the weight."""
+    from peft.tuners.lora.astra import preprocess_astra
+
+    preprocess_astra(model, config, run_model=forward_pass(model, batches))
+
+
+def lora_ga_pass(model, config, batches):
+    """LoRA-GA (Wang et al., 2024): the full weights' gradient of the training loss, averaged over the
+    batches, whose SVD gives A and B."""
+    import peft
+
+    def train_step():
+        for batch in batches:
+            model(**batch).loss.backward()
+
+    peft.preprocess_loraga(model, config, train_step=train_step)
+
+
 #: LoRA inits that need a pass over data once the layers are there: init_lora_weights -> what does it
 #: (with the run's training loader, never dev or the selection split)
 DATA_INITS = {"eva": eva_init}
-#: LoRA inits that need a data pass before the layers are made (PEFT's preprocess_* on the base model):
-#: not run yet, since the run makes the layers before its training loader exists
-NOT_YET_INITS = {
-    "corda": "CorDA needs preprocess_corda's pass over data before the layers are made",
-    "astra": "ASTRA needs preprocess_astra's pass over data before the layers are made",
-    "lora_ga": "LoRA-GA needs preprocess_loraga's gradient estimate before the layers are made "
-               "(without it PEFT does not start from LoRA-GA's factors)",
-}
+#: LoRA inits whose pass over data runs on the base model before the layers are made (PEFT's
+#: ``preprocess_*``): init_lora_weights -> the pass. The layers are then made in ``before_training``, over
+#: ``init_batches`` batches of the run's training loader (never dev or the selection split)
+BEFORE_LAYER_INITS = {"corda": corda_pass, "astra": astra_pass, "lora_ga": lora_ga_pass}
+#: an init's own sub-config, at PEFT's defaults unless ``variant.config`` sets it (PEFT needs LoRA-GA's
+#: given; CorDA's and ASTRA's it fills in itself, with a warning)
+INIT_DEFAULTS_HERE = {"corda": {"corda_config": {}}, "astra": {"astra_config": {}}, "lora_ga": {"lora_ga_config": {}}}
 
 
 class PeftTuner(ModelTuner):
     name = "peft"
     #: loraplus_ratio: LoRA+ (Hayou et al., 2024) through PEFT's ``create_loraplus_optimizer``: B (and every
-    #: vector, the head's bias included, as PEFT groups them) at ratio x the rate; null: off
-    options = {"method": "lora", "config": {}, "loraplus_ratio": None}
+    #: vector, the head's bias included, as PEFT groups them) at ratio x the rate; null: off.
+    #: init_batches: how many training batches the data pass of CorDA, ASTRA or LoRA-GA reads
+    options = {"method": "lora", "config": {}, "loraplus_ratio": None, "init_batches": 8}
     #: the attribute of the model that keeps PEFT's tuner object (not a submodule: it holds the model)
     tuner_attribute = "peft_tuner"
+    #: the attribute that keeps the config of layers still to be made (an init in BEFORE_LAYER_INITS)
+    plan_attribute = "peft_plan"
 
     @classmethod
     def check_options(cls, options):
@@ -248,10 +304,9 @@ class PeftTuner(ModelTuner):
             raise ValueError(f"loraplus_ratio is for LoRA's B matrices: method={method!r} has none (use method=lora)")
         if method in CANNOT_RUN:
             raise ValueError(f"method={method!r} cannot run here: {CANNOT_RUN[method]}")
-        init = options["config"].get("init_lora_weights")
-        if isinstance(init, str) and init in NOT_YET_INITS:
-            raise ValueError(f"config.init_lora_weights={init!r} is not run here yet: {NOT_YET_INITS[init]}, and a "
-                             "run makes them before its training loader exists")
+        batches = options["init_batches"]
+        if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
+            raise ValueError(f"init_batches={batches!r}: must be an integer >= 1 (training batches of an init's data pass)")
         config = resolved_config(method, options["config"], rank=RANK_FOR_CHECKS)
         reason = cannot_inject_reason(config)
         if reason:
@@ -287,6 +342,8 @@ class PeftTuner(ModelTuner):
                                                if k not in filled and k not in NOT_METHOD_FIELDS}}
         if options["loraplus_ratio"] is not None:
             hashed["loraplus_ratio"] = options["loraplus_ratio"]
+        if config.get("init_lora_weights") in BEFORE_LAYER_INITS:
+            hashed["init_batches"] = options["init_batches"]
         return hashed
 
     # -- the model ------------------------------------------------------------------------------
@@ -295,19 +352,49 @@ class PeftTuner(ModelTuner):
         method = options["method"]
         config = resolved_config(method, options["config"], rank=rank, alpha=alpha, dropout=dropout,
                                  targets=targets)
+        if getattr(config, "init_lora_weights", None) in BEFORE_LAYER_INITS:
+            object.__setattr__(model, cls.plan_attribute, config)  # made in before_training, after the data pass
+        else:
+            cls.make_layers(model, config)
+
+    @classmethod
+    def make_layers(cls, model, config):
+        method = config.peft_type.value.lower()
         tuner_class = mapping().PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type]
+        trains = [p for p in model.parameters() if p.requires_grad]  # PEFT freezes all but its own layers
         try:
             tuner = tuner_class(model, config, adapter_name="default")
         except (ValueError, TypeError, NotImplementedError, RuntimeError) as error:
             raise ValueError(f"PEFT's {method} cannot adapt this {type(model).__name__}: {one_line(error)}") from None
+        for parameter in trains:
+            parameter.requires_grad_(True)
         object.__setattr__(model, cls.tuner_attribute, tuner)
 
     @classmethod
+    def make_layers_after_data_pass(cls, model, config, train_loader):
+        """The data pass of an init in BEFORE_LAYER_INITS over the run's first ``init_batches`` training
+        batches, on the base model, then its layers."""
+        init = config.init_lora_weights
+        if train_loader is None:
+            raise ValueError(f"init_lora_weights={init!r} needs the run's training loader for its data pass")
+        options = {**cls.options, **model.variant_config["options"]}
+        batches = list(itertools.islice(train_loader, options["init_batches"]))
+        was_training = model.training
+        BEFORE_LAYER_INITS[init](model, config, batches)
+        model.train(was_training)
+        cls.make_layers(model, config)
+
+    @classmethod
     def tuner(cls, model):
+        if cls.plan_attribute in model.__dict__:
+            raise ValueError("the PEFT layers of a data-driven init are made in before_training, after its data pass")
         return getattr(model, cls.tuner_attribute)
 
     @classmethod
     def before_training(cls, model, *, total_steps, train_loader):
+        plan = model.__dict__.pop(cls.plan_attribute, None)
+        if plan is not None:
+            cls.make_layers_after_data_pass(model, plan, train_loader)
         tuner = cls.tuner(model)
         if getattr(tuner.peft_config["default"], "init_lora_weights", None) in DATA_INITS:
             DATA_INITS[tuner.peft_config["default"].init_lora_weights](model, tuner, train_loader)
@@ -352,15 +439,30 @@ class PeftTuner(ModelTuner):
         write_atomically(folder / CONFIG_FILE, json.dumps(plain_value(config.to_dict()), indent=2))
 
     @classmethod
+    def method_of(cls, model) -> str:
+        return cls.tuner(model).peft_config["default"].peft_type.value.lower()
+
+    @classmethod
     def merge_model(cls, model):
+        if cls.method_of(model) in CANNOT_MERGE:
+            raise ValueError(f"cannot merge {cls.method_of(model)}: {CANNOT_MERGE[cls.method_of(model)]}")
         cls.tuner(model).merge_adapter()
 
     @classmethod
     def unmerge_model(cls, model):
+        if cls.method_of(model) in CANNOT_UNMERGE:
+            raise ValueError(f"cannot unmerge {cls.method_of(model)}: {CANNOT_UNMERGE[cls.method_of(model)]}")
         cls.tuner(model).unmerge_adapter()
 
     @classmethod
     def remove_model(cls, model):
+        """The base layers back as they were: a merged update is taken out first (PEFT's unload keeps it)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if model.__dict__.pop(cls.plan_attribute, None) is not None:
+            return  # no layers made yet
+        if any(m.merged for m in model.modules() if isinstance(m, BaseTunerLayer)):
+            cls.unmerge_model(model)
         cls.tuner(model).unload()
         model.__dict__.pop(cls.tuner_attribute, None)
         model.__dict__.pop("peft_config", None)
