@@ -236,8 +236,8 @@ def _compare_cell(cell, references, keys, task, index, split, target, level, fix
         reference_scores = _run_scores(reference, metric, index, split)[0]
         if np.isfinite(reference_scores).any():
             row["mean_reference"] = 100 * np.nanmean(reference_scores)
-    duplicated = [name for name, c in (("this cell", cell), ("the reference", reference))
-                  if c["seed"].duplicated().any() and not (name == "the reference" and reference is cell)]
+    checked = [("this cell", cell)] + ([] if reference is cell else [("the reference", reference)])
+    duplicated = [name for name, c in checked if c["seed"].duplicated().any()]
     if duplicated:
         return {**row, "verdict": "not comparable",
                 "note": f"{' and '.join(duplicated)} hold(s) several runs with one seed: add the setting "

@@ -412,8 +412,7 @@ def difference_to_constant(metric: str, labels, variant, chunk_elements: int = 2
     def constant_contributions(labels_):
         if metric in LABEL_FREE_CONSTANT:
             return np.zeros(len(labels_))
-        best = max(np.unique(labels_), key=lambda value: score(metric, labels_, np.full_like(labels_, value)))
-        return example_contributions(metric, labels_, np.full_like(labels_, best), chunk_elements)
+        return example_contributions(metric, labels_, best_constant(metric, labels_), chunk_elements)
 
     per_seed = np.array([score(metric, labels[s], variant[s]) - constant_score(metric, labels[s])
                          for s in range(len(variant))])
@@ -458,7 +457,15 @@ def constant_score(metric: str, labels=None) -> float:
     if labels is None or len(labels) == 0:
         raise ValueError(f"the constant predictor's {metric} depends on the labels: pass them")
     labels = np.asarray(labels)
-    return max(score(metric, labels, np.full_like(labels, value)) for value in np.unique(labels))
+    return score(metric, labels, best_constant(metric, labels))
+
+
+def best_constant(metric: str, labels) -> np.ndarray:
+    """The constant prediction (one label value for every example) that scores best on ``labels``: the
+    majority class for accuracy, the better class for F1."""
+    labels = np.asarray(labels)
+    value = max(np.unique(labels), key=lambda candidate: score(metric, labels, np.full_like(labels, candidate)))
+    return np.full_like(labels, value)
 
 
 def did_not_fit(final_train_loss=np.nan, constant_train_loss=np.nan,
